@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from channels.generic.websocket import AsyncWebsocketConsumer
+
+from monitor import live
+
+UNAUTHORIZED = 4401
+NOT_FOUND = 4404
+
+
+class FleetConsumer(AsyncWebsocketConsumer):
+    """Sends re-rendered host rows to the fleet page as hosts are polled."""
+
+    async def connect(self) -> None:
+        if not self.scope["user"].is_authenticated:
+            await self.close(code=UNAUTHORIZED)
+            return
+        await self.channel_layer.group_add(live.FLEET_GROUP, self.channel_name)
+        await self.accept()
+
+    async def disconnect(self, code: int) -> None:
+        await self.channel_layer.group_discard(live.FLEET_GROUP, self.channel_name)
+
+    async def hosts_updated(self, event: live.HostsUpdated) -> None:
+        await self.send(text_data=event["html"])
+
+
+class HostConsumer(AsyncWebsocketConsumer):
+    """Sends one host's new chart points to its host page."""
+
+    async def connect(self) -> None:
+        if not self.scope["user"].is_authenticated:
+            await self.close(code=UNAUTHORIZED)
+            return
+        self.host_id = str(self.scope["url_route"]["kwargs"]["host_id"])
+        await self.channel_layer.group_add(live.CHECKPOINTS_GROUP, self.channel_name)
+        await self.accept()
+
+    async def disconnect(self, code: int) -> None:
+        await self.channel_layer.group_discard(live.CHECKPOINTS_GROUP, self.channel_name)
+
+    async def checkpoints_stored(self, event: live.CheckpointsStored) -> None:
+        point: dict[str, Any] | None = event["points"].get(self.host_id)
+        if point is not None:
+            await self.send(text_data=json.dumps({"point": point, "stored_at": event["stored_at"]}))

@@ -1,0 +1,164 @@
+"""Store a batch of poll results: checkpoints, lifecycle transitions, host status, errors.
+
+Checkpoints go in with one COPY per batch. If the batch is refused, rows are retried one by
+one so a single bad row costs only itself (recorded as an ingest error), never its neighbours.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.db import DatabaseError, connection, transaction
+
+from agent.checkpoint import Checkpoint, encode
+from monitor import polling, summary
+from monitor.models import Checkpoint as CheckpointRow
+from monitor.models import Host, IngestError, LifecycleTransition
+
+log = logging.getLogger(__name__)
+
+# An agent clock this far ahead of ours is wrong; we keep our receive time instead.
+MAX_CLOCK_AHEAD = timedelta(seconds=60)
+# PostgreSQL's jsonb refuses \u0000; an unescaped one (not preceded by a backslash) becomes U+FFFD.
+_NUL_ESCAPE = re.compile(rb"(?<!\\)((?:\\\\)*)\\u0000")
+_HOST_FIELDS = ["status", "status_reason", "lifecycle_state", "last_seen_at", "last_polled_at",
+                "latest"]
+
+
+@dataclass
+class StoreReport:
+    stored: list[tuple[Host, dict[str, Any]]] = field(default_factory=list)  # host, summary
+    changed_hosts: list[Host] = field(default_factory=list)
+    duplicates: int = 0
+    failed: int = 0
+    samples: int = 0
+
+
+def store_poll_results(
+    hosts: dict[int, Host], results: Sequence[polling.PollResult], now: datetime
+) -> StoreReport:
+    """Store what a poll brought and bring each polled host's status up to date."""
+    report = StoreReport()
+    rows: list[tuple[Host, Checkpoint, datetime]] = []
+    errors: list[IngestError] = []
+    transitions: list[LifecycleTransition] = []
+    for result in results:
+        host = hosts[result.target.host_id]
+        host.last_polled_at = now
+        if result.checkpoint is None:
+            errors.extend(_record_failure(host, result, now, report))
+        elif _is_duplicate(host, result.checkpoint):
+            report.duplicates += 1
+        else:
+            rows.append((host, result.checkpoint, _collected_at(result.checkpoint, now)))
+    for host, cp, at in rows:
+        transitions.extend(_apply_checkpoint(host, cp, at, now, report))
+    with transaction.atomic():
+        errors.extend(_insert_checkpoints(rows, now))
+        LifecycleTransition.objects.bulk_create(transitions)
+        IngestError.objects.bulk_create(errors)
+        Host.objects.bulk_update(list(hosts.values()), _HOST_FIELDS)
+    report.changed_hosts = list(hosts.values())
+    return report
+
+
+def _record_failure(
+    host: Host, result: polling.PollResult, now: datetime, report: StoreReport
+) -> list[IngestError]:
+    report.failed += 1
+    status = Host.Status.UNREACHABLE if result.unreachable else Host.Status.DEGRADED
+    reason = result.error[:500]
+    # Record a new episode, not every repeat of the same one (a dead host is polled each second).
+    is_new = host.status != status or host.status_reason != reason
+    host.status, host.status_reason = status, reason
+    if not is_new:
+        return []
+    return [
+        IngestError(
+            host=host,
+            at=now,
+            kind=result.error_kind,
+            message=result.error,
+            payload_excerpt=polling.excerpt(result.payload),
+        )
+    ]
+
+
+def _is_duplicate(host: Host, cp: Checkpoint) -> bool:
+    latest = host.latest or {}
+    return latest.get("agent_started_at") == cp.agent_started_at and cp.seq <= latest.get("seq", -1)
+
+
+def _collected_at(cp: Checkpoint, now: datetime) -> datetime:
+    at = datetime.fromtimestamp(cp.collected_at, tz=UTC)
+    return now if at - now > MAX_CLOCK_AHEAD else at
+
+
+def _apply_checkpoint(
+    host: Host, cp: Checkpoint, at: datetime, now: datetime, report: StoreReport
+) -> list[LifecycleTransition]:
+    figures = summary.summarize(cp)
+    report.stored.append((host, figures))
+    report.samples += cp.vllm.samples if cp.vllm else 0
+    transitions = []
+    state = cp.lifecycle_state.value
+    if state != host.lifecycle_state:
+        transitions.append(
+            LifecycleTransition(
+                host=host, at=at, from_state=host.lifecycle_state, to_state=state,
+                trigger=cp.lifecycle_detail,
+            )
+        )
+    host.status, host.status_reason = summary.host_status(cp)
+    host.lifecycle_state = state
+    host.last_seen_at = now
+    host.latest = figures
+    return transitions
+
+
+def _insert_checkpoints(
+    rows: Sequence[tuple[Host, Checkpoint, datetime]], now: datetime
+) -> list[IngestError]:
+    records = [(host.pk, at, now, cp.lifecycle_state.value, _json_text(cp)) for host, cp, at in rows]
+    if not records:
+        return []
+    try:
+        with transaction.atomic():
+            _copy(records)
+        return []
+    except DatabaseError:
+        log.warning("batch COPY of %d checkpoints refused; storing them one by one", len(records))
+    errors = []
+    for (host, _cp, _at), record in zip(rows, records, strict=True):
+        try:
+            with transaction.atomic():
+                _copy([record])
+        except DatabaseError as exc:
+            errors.append(_storage_error(host, now, exc, record[4]))
+    return errors
+
+
+def _copy(records: Sequence[tuple[Any, ...]]) -> None:
+    table = CheckpointRow._meta.db_table
+    columns = "host_id, collected_at, received_at, lifecycle_state, data"
+    with connection.cursor() as cursor, cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+        for record in records:
+            copy.write_row(record)
+
+
+def _json_text(cp: Checkpoint) -> str:
+    return _NUL_ESCAPE.sub(rb"\1\\ufffd", encode(cp)).decode()
+
+
+def _storage_error(host: Host, now: datetime, exc: DatabaseError, text: str) -> IngestError:
+    host.status, host.status_reason = Host.Status.DEGRADED, f"checkpoint not stored: {exc}"[:500]
+    return IngestError(
+        host=host, at=now, kind=IngestError.Kind.INVALID_PAYLOAD,
+        message=f"the database refused the checkpoint: {exc}",
+        payload_excerpt=text[: polling.EXCERPT_CHARS],
+    )

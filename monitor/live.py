@@ -1,0 +1,67 @@
+"""The only module that sends to the Channels layer.
+
+Two groups, one message each per polled batch, whatever the batch's size: "fleet" gets the
+re-rendered host rows (swapped into the page by id), "checkpoints" gets the new chart points
+keyed by host id, which each host page's consumer filters for its own host. A message per
+host would cost a Redis round trip per checkpoint.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal, TypedDict
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.template.loader import render_to_string
+
+from monitor.ingest import StoreReport
+from monitor.models import Host
+
+FLEET_GROUP = "fleet"
+CHECKPOINTS_GROUP = "checkpoints"
+
+
+class HostsUpdated(TypedDict):
+    type: Literal["hosts_updated"]
+    html: str
+    stored_at: float
+
+
+class CheckpointsStored(TypedDict):
+    type: Literal["checkpoints_stored"]
+    points: dict[str, dict[str, Any]]  # host id (str) -> summary figures
+    stored_at: float
+
+
+def hosts_updated(report: StoreReport) -> None:
+    """Tell every open fleet and host page what the batch in `report` changed."""
+    if not report.changed_hosts:
+        return
+    stored_at = time.time()
+    messages: list[tuple[str, HostsUpdated | CheckpointsStored]] = [
+        (FLEET_GROUP, HostsUpdated(type="hosts_updated", html=render_rows(report.changed_hosts, stored_at), stored_at=stored_at)),
+    ]
+    if report.stored:
+        points = {str(host.pk): figures for host, figures in report.stored}
+        messages.append(
+            (CHECKPOINTS_GROUP, CheckpointsStored(type="checkpoints_stored", points=points, stored_at=stored_at))
+        )
+    async_to_sync(_send)(messages)
+
+
+def render_rows(hosts: list[Host], stored_at: float | None = None) -> str:
+    return "".join(
+        render_to_string("monitor/_host_row.html", {"host": host, "oob": True, "stored_at": stored_at})
+        for host in hosts
+    )
+
+
+async def _send(messages: list[tuple[str, Any]]) -> None:
+    layer = get_channel_layer()
+    try:
+        for group, message in messages:
+            await layer.group_send(group, message)
+    finally:
+        # Each call runs in a fresh event loop; pools bound to it must not outlive it.
+        await layer.close_pools()

@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from django.contrib.postgres.indexes import BrinIndex
+from django.db import models
+
+from agent.lifecycle import LifecycleState
+
+LIFECYCLE_CHOICES = [(state.value, state.value.replace("_", " ")) for state in LifecycleState]
+
+
+class Host(models.Model):
+    """A GPU host running the Sentinel agent beside vLLM."""
+
+    class Status(models.TextChoices):
+        UNKNOWN = "unknown"
+        UP = "up"
+        DEGRADED = "degraded"
+        UNREACHABLE = "unreachable"
+
+    name = models.CharField(max_length=200, unique=True)
+    agent_url = models.URLField(max_length=500, help_text="e.g. http://gpu-01:9300")
+    agent_token = models.CharField(max_length=200, help_text="Bearer token the agent expects")
+    model_name = models.CharField(max_length=300, blank=True)
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    # Kept current by every poll; the fleet view reads only these, never the checkpoints.
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.UNKNOWN)
+    status_reason = models.CharField(max_length=500, blank=True)
+    lifecycle_state = models.CharField(
+        max_length=40, choices=LIFECYCLE_CHOICES, default=LifecycleState.UNKNOWN.value
+    )
+    last_seen_at = models.DateTimeField(null=True, blank=True)
+    last_polled_at = models.DateTimeField(null=True, blank=True)
+    latest = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def is_stale(self, now: datetime, max_age_s: float) -> bool:
+        return self.last_seen_at is None or now - self.last_seen_at > timedelta(seconds=max_age_s)
+
+
+class Checkpoint(models.Model):
+    """One stored checkpoint: the agent's JSON (agent/checkpoint.py) plus what we index on.
+
+    The big table. Per-host time ranges use the (host, collected_at) index; retention
+    deletes by received_at, which grows with insertion order, so a BRIN index covers it
+    for a fraction of a btree's size.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    host = models.ForeignKey(Host, on_delete=models.CASCADE, db_index=False)
+    collected_at = models.DateTimeField()
+    received_at = models.DateTimeField()
+    lifecycle_state = models.CharField(max_length=40)
+    data = models.JSONField()
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["host", "collected_at"], name="checkpoint_host_time"),
+            BrinIndex(fields=["received_at"], name="checkpoint_received_brin"),
+        ]
+
+
+class LifecycleTransition(models.Model):
+    host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="transitions")
+    at = models.DateTimeField()
+    from_state = models.CharField(max_length=40)
+    to_state = models.CharField(max_length=40)
+    trigger = models.TextField(blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["host", "-at"], name="transition_host_time")]
+        ordering = ["-at"]
+
+
+class IngestError(models.Model):
+    """A poll that brought no usable checkpoint: what went wrong, and what the agent sent."""
+
+    class Kind(models.TextChoices):
+        TIMEOUT = "timeout"
+        CONNECTION = "connection"
+        HTTP_STATUS = "http_status"
+        INVALID_PAYLOAD = "invalid_payload"
+        TOO_LARGE = "too_large"
+        WRONG_HOST = "wrong_host"
+
+    host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="ingest_errors")
+    at = models.DateTimeField()
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    message = models.TextField()
+    payload_excerpt = models.TextField(blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["host", "-at"], name="ingest_error_host_time")]
+        ordering = ["-at"]

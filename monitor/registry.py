@@ -1,0 +1,53 @@
+"""Register hosts, one at a time or from a fleet manifest."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.core.validators import URLValidator
+from django.db import transaction
+
+from monitor.models import Host
+
+
+class RegistrationError(ValueError):
+    pass
+
+
+def register_host(*, name: str, agent_url: str, token: str, model_name: str = "") -> tuple[Host, bool]:
+    """Return (host, created) after creating or updating the host called `name`."""
+    if not name or len(name) > 200:
+        raise RegistrationError(f"host name {name!r}: use 1 to 200 characters")
+    if not token:
+        raise RegistrationError(f"host {name}: the agent token is empty")
+    try:
+        URLValidator(schemes=["http", "https"])(agent_url)
+    except ValidationError:
+        raise RegistrationError(f"host {name}: {agent_url!r} is not an http(s) URL") from None
+    return Host.objects.update_or_create(
+        name=name,
+        defaults={"agent_url": agent_url, "agent_token": token, "model_name": model_name},
+    )
+
+
+def register_manifest(path: str | Path) -> list[Host]:
+    """Register every host in a manifest: {"hosts": [{"name", "agent_url", "token", ...}]}."""
+    try:
+        manifest = json.loads(Path(path).read_text())
+        entries: list[dict[str, Any]] = manifest["hosts"]
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise RegistrationError(f"{path}: not a fleet manifest ({exc})") from None
+    with transaction.atomic():
+        return [_register_entry(entry) for entry in entries]
+
+
+def _register_entry(entry: dict[str, Any]) -> Host:
+    try:
+        name, url, token = entry["name"], entry["agent_url"], entry["token"]
+    except (KeyError, TypeError):
+        raise RegistrationError(f"manifest entry {entry!r} needs name, agent_url and token") from None
+    host, _ = register_host(name=name, agent_url=url, token=token, model_name=entry.get("model", ""))
+    return host

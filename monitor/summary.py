@@ -1,0 +1,87 @@
+"""What the dashboard shows of a checkpoint, and what a poll says about a host. Pure."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agent.checkpoint import Checkpoint
+from agent.lifecycle import LifecycleState
+
+# Series drawn on the host page, in the order the charts use them.
+SERIES_KEYS = (
+    "gpu_mem_used_gb",
+    "gpu_mem_total_gb",
+    "kv_cache_usage_pct",
+    "requests_running",
+    "requests_waiting",
+    "prompt_tokens_per_s",
+    "generation_tokens_per_s",
+    "ttft_p50_s",
+    "ttft_p99_s",
+    "itl_p50_s",
+    "itl_p99_s",
+    "e2e_p50_s",
+    "e2e_p99_s",
+)
+
+GB = 1024**3
+
+
+def summarize(cp: Checkpoint) -> dict[str, Any]:
+    """Return the flat, JSON-ready figures of a checkpoint that the fleet and host pages show."""
+    vllm = cp.vllm
+    used, total = cp.gpu_memory_used_bytes, cp.gpu_memory_total_bytes
+    temps = [g.temperature_c for g in cp.gpus if g.temperature_c is not None]
+    utils = [g.utilization_gpu_pct for g in cp.gpus if g.utilization_gpu_pct is not None]
+    summary: dict[str, Any] = {
+        "collected_at": cp.collected_at,
+        "seq": cp.seq,
+        "agent_started_at": cp.agent_started_at,
+        "lifecycle_state": cp.lifecycle_state.value,
+        "gpu_count": len(cp.gpus),
+        "gpu_mem_used_gb": _div(used, GB),
+        "gpu_mem_total_gb": _div(total, GB),
+        "gpu_mem_used_pct": _round(cp.gpu_memory_used_pct),
+        "gpu_temperature_c": max(temps) if temps else None,
+        "gpu_utilization_pct": _round(sum(utils) / len(utils)) if utils else None,
+        "health_ok": vllm.health.ok if vllm else None,
+        "forward_progress": vllm.forward_progress if vllm else None,
+        "missing": sorted(cp.missing),
+    }
+    summary.update(_vllm_figures(cp))
+    return summary
+
+
+def _vllm_figures(cp: Checkpoint) -> dict[str, Any]:
+    vllm = cp.vllm
+    if vllm is None:
+        return {}
+    figures: dict[str, Any] = {
+        "kv_cache_usage_pct": _round(vllm.kv_cache_usage_pct),
+        "requests_running": vllm.requests_running,
+        "requests_waiting": vllm.requests_waiting,
+        "prompt_tokens_per_s": _round(vllm.rates.prompt_tokens_per_s),
+        "generation_tokens_per_s": _round(vllm.rates.generation_tokens_per_s),
+        "preemptions_per_s": _round(vllm.rates.preemptions_per_s),
+    }
+    for key in ("ttft", "itl", "e2e"):
+        latency = vllm.latency.get(key)
+        figures[f"{key}_p50_s"] = round(latency.p50_s, 4) if latency else None
+        figures[f"{key}_p99_s"] = round(latency.p99_s, 4) if latency else None
+    return figures
+
+
+def host_status(cp: Checkpoint) -> tuple[str, str]:
+    """Return (status, reason) for a host whose agent sent this checkpoint."""
+    if cp.lifecycle_state == LifecycleState.SERVING:
+        return "up", ""
+    reason = cp.lifecycle_detail or f"vLLM is {cp.lifecycle_state.value.replace('_', ' ')}"
+    return "degraded", reason
+
+
+def _div(value: float | None, by: float) -> float | None:
+    return None if value is None else round(value / by, 3)
+
+
+def _round(value: float | None, digits: int = 2) -> float | None:
+    return None if value is None else round(value, digits)

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from celery import shared_task
+from django.conf import settings
+from django.utils import timezone
+
+from monitor import ingest, live, polling, retention
+from monitor.models import Host
+
+
+@shared_task(expires=settings.POLL_INTERVAL_S * 0.9)
+def poll_fleet() -> str:
+    """Split the enabled hosts into batches and poll each batch on whichever worker is free."""
+    ids = list(Host.objects.filter(enabled=True).order_by("pk").values_list("pk", flat=True))
+    size = settings.POLL_BATCH_SIZE
+    batches = [ids[i : i + size] for i in range(0, len(ids), size)]
+    for batch in batches:
+        poll_hosts.apply_async((batch,), expires=settings.POLL_INTERVAL_S * 0.9)
+    return f"{len(ids)} hosts in {len(batches)} batches"
+
+
+@shared_task(expires=settings.POLL_INTERVAL_S * 0.9)
+def poll_hosts(host_ids: list[int]) -> str:
+    hosts = Host.objects.in_bulk(host_ids)
+    targets = [
+        polling.PollTarget(host_id=h.pk, name=h.name, url=h.agent_url, token=h.agent_token)
+        for h in hosts.values()
+    ]
+    results = asyncio.run(
+        polling.poll_hosts(
+            targets,
+            timeout_s=settings.POLL_TIMEOUT_S,
+            concurrency=settings.POLL_CONCURRENCY,
+            max_bytes=settings.MAX_CHECKPOINT_BYTES,
+        )
+    )
+    report = ingest.store_poll_results(hosts, results, timezone.now())
+    live.hosts_updated(report)
+    return f"polled {len(targets)} hosts: {len(report.stored)} stored, {report.failed} failed"
+
+
+@shared_task(expires=settings.RETENTION_INTERVAL_S * 0.9)
+def prune_checkpoints() -> str:
+    cutoff = timezone.now() - timedelta(days=settings.CHECKPOINT_RETENTION_DAYS)
+    deleted = retention.delete_checkpoints_before(cutoff)
+    return f"deleted {deleted} checkpoints received before {cutoff:%Y-%m-%d %H:%M}"

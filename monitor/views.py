@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, render
+from django.utils import timezone
+
+from monitor import series
+from monitor.models import Host
+
+WINDOWS_S = {"5m": 300, "15m": 900, "1h": 3600, "6h": 6 * 3600, "24h": 24 * 3600}
+DEFAULT_WINDOW = "15m"
+
+
+@login_required
+def fleet(request: HttpRequest) -> HttpResponse:
+    hosts = Host.objects.order_by("name")
+    return render(request, "monitor/fleet.html", {"hosts": hosts})
+
+
+@login_required
+def host_detail(request: HttpRequest, name: str) -> HttpResponse:
+    host = get_object_or_404(Host, name=name)
+    context = {
+        "host": host,
+        "windows": list(WINDOWS_S),
+        "window": _window(request),
+        "transitions": host.transitions.all()[:20],
+        "ingest_errors": host.ingest_errors.all()[:10],
+    }
+    return render(request, "monitor/host_detail.html", context)
+
+
+@login_required
+def host_series(request: HttpRequest, name: str) -> JsonResponse:
+    host = get_object_or_404(Host, name=name)
+    window = _window(request)
+    since = timezone.now() - timedelta(seconds=WINDOWS_S[window])
+    return JsonResponse({"host": host.name, "window": window, **series.host_series(host.pk, since)})
+
+
+def _window(request: HttpRequest) -> str:
+    window = request.GET.get("window", DEFAULT_WINDOW)
+    return window if window in WINDOWS_S else DEFAULT_WINDOW

@@ -1,0 +1,231 @@
+"""Settings, read from the environment (see .env.example).
+
+With DATABASE_URL and REDIS_URL unset the product runs on an embedded PostgreSQL and Redis
+(sentinel/embedded.py), so a laptop needs nothing installed. Production sets SECRET_KEY,
+ALLOWED_HOSTS, DEBUG=False and the two URLs.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def envbool(name: str, default: str) -> bool:
+    value = os.getenv(name, default)
+    if value not in ("True", "False"):
+        raise ImproperlyConfigured(f"{name}={value!r}: use True or False")
+    return value == "True"
+
+
+def envfloat(name: str, default: str, minimum: float) -> float:
+    value = os.getenv(name, default)
+    try:
+        number = float(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={value!r}: use a number") from None
+    if number < minimum:
+        raise ImproperlyConfigured(f"{name}={value!r}: must be at least {minimum}")
+    return number
+
+
+def envint(name: str, default: str, minimum: int) -> int:
+    value = os.getenv(name, default)
+    if not value.isdigit() or int(value) < minimum:
+        raise ImproperlyConfigured(f"{name}={value!r}: use a whole number >= {minimum}")
+    return int(value)
+
+
+def envlist(name: str, default: str) -> list[str]:
+    return [item.strip() for item in os.getenv(name, default).split(",") if item.strip()]
+
+
+def envsecret(name: str) -> str | None:
+    """Return NAME, or the contents of the file named by NAME_FILE (Docker/K8s secrets)."""
+    if path := os.getenv(f"{name}_FILE"):
+        try:
+            return Path(path).read_text().strip()
+        except OSError as exc:
+            raise ImproperlyConfigured(f"{name}_FILE={path!r}: {exc.strerror}") from None
+    return os.getenv(name)
+
+
+DATA_DIR = Path(os.getenv("SENTINEL_DATA_DIR", str(BASE_DIR / ".sentinel")))
+DEBUG = envbool("DEBUG", "True")
+
+
+def _laptop_secret_key() -> str:
+    """Return a per-checkout key kept in DATA_DIR, so sessions survive restarts of the demo."""
+    path = DATA_DIR / "secret_key"
+    if not path.exists():
+        DATA_DIR.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(50))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+SECRET_KEY = envsecret("SECRET_KEY") or (_laptop_secret_key() if DEBUG else "")
+ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
+CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", "")
+
+
+def _database_url() -> str:
+    if url := envsecret("DATABASE_URL"):
+        return url
+    from sentinel import embedded
+
+    return embedded.postgres_url(DATA_DIR)
+
+
+def _redis_url() -> str:
+    if url := envsecret("REDIS_URL"):
+        return url
+    from sentinel import embedded
+
+    return embedded.redis_url(DATA_DIR)
+
+
+DATABASE_URL = _database_url()
+REDIS_URL = _redis_url()
+DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# Keys in Redis start with this, so several installs (or test runs) can share one server.
+REDIS_PREFIX = os.getenv("SENTINEL_REDIS_PREFIX", "sentinel")
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.postgres",
+    "channels",
+    "monitor",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "sentinel.urls"
+ASGI_APPLICATION = "sentinel.asgi.application"
+WSGI_APPLICATION = "sentinel.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "fleet"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+WHITENOISE_USE_FINDERS = DEBUG  # serve straight from static/ without collectstatic on laptops
+
+if not DEBUG:
+    SESSION_COOKIE_SECURE = envbool("SESSION_COOKIE_SECURE", "True")
+    CSRF_COOKIE_SECURE = envbool("CSRF_COOKIE_SECURE", "True")
+    SECURE_SSL_REDIRECT = envbool("SECURE_SSL_REDIRECT", "True")
+    SECURE_HSTS_SECONDS = envint("SECURE_HSTS_SECONDS", "31536000", 0)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    STORAGES = {
+        "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+    }
+
+# Polling and storage.
+POLL_INTERVAL_S = envfloat("POLL_INTERVAL_S", "5", minimum=1.0)
+POLL_TIMEOUT_S = envfloat("POLL_TIMEOUT_S", str(min(2.0, POLL_INTERVAL_S * 0.8)), minimum=0.1)
+POLL_BATCH_SIZE = envint("POLL_BATCH_SIZE", "500", minimum=1)
+POLL_CONCURRENCY = envint("POLL_CONCURRENCY", "200", minimum=1)
+CHECKPOINT_RETENTION_DAYS = envfloat("CHECKPOINT_RETENTION_DAYS", "7", minimum=0.01)
+RETENTION_INTERVAL_S = envfloat("RETENTION_INTERVAL_S", "3600", minimum=10)
+MAX_CHECKPOINT_BYTES = envint("MAX_CHECKPOINT_BYTES", str(2 * 1024 * 1024), minimum=1024)
+
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {
+            "hosts": [REDIS_URL],
+            "prefix": f"{REDIS_PREFIX}:asgi",
+            "capacity": 500,
+            "expiry": 30,
+        },
+    },
+}
+
+CELERY_BROKER_URL = REDIS_URL
+CELERY_BROKER_TRANSPORT_OPTIONS = {"global_keyprefix": f"{REDIS_PREFIX}:celery:"}
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
+CELERY_BEAT_SCHEDULE = {
+    # Each entry expires just under its period: a late poll is worth less than the next one.
+    "poll-fleet": {
+        "task": "monitor.tasks.poll_fleet",
+        "schedule": POLL_INTERVAL_S,
+        "options": {"expires": POLL_INTERVAL_S * 0.9},
+    },
+    "prune-checkpoints": {
+        "task": "monitor.tasks.prune_checkpoints",
+        "schedule": RETENTION_INTERVAL_S,
+        "options": {"expires": RETENTION_INTERVAL_S * 0.9},
+    },
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": os.getenv("LOG_LEVEL", "INFO")},
+    "loggers": {
+        "pgserver": {"level": "WARNING"},
+        "daphne": {"level": "WARNING"}, "django.channels.server": {"level": "WARNING"}},
+}

@@ -1,0 +1,52 @@
+// Host page: draw the window from series.json, then extend every chart as checkpoints arrive.
+(function () {
+  const root = document.getElementById("charts");
+  const WINDOW_S = { "5m": 300, "15m": 900, "1h": 3600, "6h": 21600, "24h": 86400 }[root.dataset.window];
+  const CHARTS = [
+    { id: "chart-gpu-mem", title: "GPU memory (GB)", keys: ["gpu_mem_used_gb", "gpu_mem_total_gb"], names: ["used", "total"] },
+    { id: "chart-kv", title: "KV cache usage (%)", keys: ["kv_cache_usage_pct"], names: ["KV cache"], range: [0, 100] },
+    { id: "chart-requests", title: "Requests", keys: ["requests_running", "requests_waiting"], names: ["running", "waiting"] },
+    { id: "chart-throughput", title: "Throughput (tokens/s)", keys: ["prompt_tokens_per_s", "generation_tokens_per_s"], names: ["prompt", "generation"] },
+    { id: "chart-latency", title: "Latency (s)", keys: ["ttft_p50_s", "ttft_p99_s", "itl_p50_s", "itl_p99_s", "e2e_p50_s", "e2e_p99_s"],
+      names: ["TTFT p50", "TTFT p99", "ITL p50", "ITL p99", "E2E p50", "E2E p99"] },
+  ];
+  const status = document.getElementById("live-status");
+  const toDate = (t) => new Date(t * 1000);
+
+  function layout(chart) {
+    return {
+      title: { text: chart.title, font: { size: 13 } }, margin: { l: 45, r: 10, t: 30, b: 30 },
+      legend: { orientation: "h", y: -0.2 }, xaxis: { type: "date" },
+      yaxis: chart.range ? { range: chart.range } : { rangemode: "tozero" },
+    };
+  }
+
+  function draw(series) {
+    const x = series.t.map(toDate);
+    CHARTS.forEach((chart) => {
+      const traces = chart.keys.map((key, i) => ({ x: x, y: series[key], name: chart.names[i], mode: "lines", type: "scatter" }));
+      Plotly.newPlot(chart.id, traces, layout(chart), { displaylogo: false, responsive: true });
+    });
+  }
+
+  function extend(point) {
+    const t = toDate(point.collected_at);
+    CHARTS.forEach((chart) => {
+      const update = { x: chart.keys.map(() => [t]), y: chart.keys.map((key) => [point[key]]) };
+      Plotly.extendTraces(chart.id, update, chart.keys.map((_, i) => i));
+      Plotly.relayout(chart.id, { "xaxis.range": [new Date(Date.now() - WINDOW_S * 1000), new Date()] });
+    });
+  }
+
+  function connect() {
+    const scheme = location.protocol === "https:" ? "wss" : "ws";
+    const socket = new WebSocket(`${scheme}://${location.host}/ws/hosts/${root.dataset.hostId}/`);
+    socket.onopen = () => { status.textContent = "live"; };
+    socket.onmessage = (event) => { extend(JSON.parse(event.data).point); };
+    socket.onclose = () => { status.textContent = "reconnecting…"; setTimeout(connect, 2000); };
+  }
+
+  fetch(`${root.dataset.seriesUrl}?window=${root.dataset.window}`, { credentials: "same-origin" })
+    .then((response) => response.json())
+    .then((series) => { draw(series); connect(); });
+})();
