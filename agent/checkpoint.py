@@ -109,10 +109,7 @@ class CheckpointError(ValueError):
     """A payload that is not a valid checkpoint; the message says what is wrong and where."""
 
 
-_dc = dataclass(kw_only=True, slots=True)
-
-
-@_dc
+@dataclass(kw_only=True, slots=True)
 class Health:
     ok: bool
     status_code: int | None = None
@@ -120,7 +117,7 @@ class Health:
     error: str | None = None
 
 
-@_dc
+@dataclass(kw_only=True, slots=True)
 class KvCacheInfo:
     num_gpu_blocks: Count | None = None
     block_size: Count | None = None
@@ -130,7 +127,7 @@ class KvCacheInfo:
     cache_dtype: str | None = None
 
 
-@_dc
+@dataclass(kw_only=True, slots=True)
 class Rates:
     prompt_tokens_per_s: NonNeg | None = None
     generation_tokens_per_s: NonNeg | None = None
@@ -143,7 +140,7 @@ class Rates:
     prefix_cache_hit_pct: Pct | None = None
 
 
-@_dc
+@dataclass(kw_only=True, slots=True)
 class LatencySummary:
     count: Count
     mean_s: NonNeg
@@ -152,7 +149,7 @@ class LatencySummary:
     p99_s: NonNeg
 
 
-@_dc
+@dataclass(kw_only=True, slots=True)
 class ApiServerProcess:
     rss_bytes: NonNeg | None = None
     cpu_s: NonNeg | None = None
@@ -161,7 +158,7 @@ class ApiServerProcess:
     start_time: EpochS | None = None
 
 
-@_dc
+@dataclass(kw_only=True, slots=True)
 class Vllm:
     url: str
     health: Health
@@ -184,14 +181,14 @@ class Vllm:
     samples: Count = 0
 
 
-@_dc
+@dataclass(kw_only=True, slots=True)
 class GpuProcess:
     pid: Count
     used_memory_bytes: NonNeg | None = None
     name: str | None = None
 
 
-@_dc
+@dataclass(kw_only=True, slots=True)
 class Gpu:
     index: Count
     uuid: str | None = None
@@ -219,7 +216,7 @@ class Gpu:
         return 100.0 * self.memory_used_bytes / self.memory_total_bytes
 
 
-@_dc
+@dataclass(kw_only=True, slots=True)
 class Process:
     pid: Count
     rss_bytes: NonNeg | None = None
@@ -230,7 +227,7 @@ class Process:
     uptime_s: NonNeg | None = None
 
 
-@_dc
+@dataclass(kw_only=True, slots=True)
 class ErrorEvent:
     category: str
     message: str
@@ -240,7 +237,7 @@ class ErrorEvent:
     fields: dict[str, Any] = field(default_factory=dict)
 
 
-@_dc
+@dataclass(kw_only=True, slots=True)
 class Checkpoint:
     version: Annotated[int, msgspec.Meta(ge=1)]
     host: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
