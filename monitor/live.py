@@ -59,9 +59,5 @@ def render_rows(hosts: list[Host], stored_at: float | None = None) -> str:
 
 async def _send(messages: list[tuple[str, Any]]) -> None:
     layer = get_channel_layer()
-    try:
-        for group, message in messages:
-            await layer.group_send(group, message)
-    finally:
-        # Each call runs in a fresh event loop; pools bound to it must not outlive it.
-        await layer.close_pools()
+    for group, message in messages:
+        await layer.group_send(group, message)

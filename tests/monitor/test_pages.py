@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+import time
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+
+from agent.checkpoint import decode, encode
+from monitor import ingest, polling
+from monitor.models import Checkpoint, Host
+from tests.factories import make_checkpoint
+
+pytestmark = pytest.mark.django_db
+
+
+def _store(host: Host, **changes) -> None:  # type: ignore[no-untyped-def]
+    target = polling.PollTarget(host_id=host.pk, name=host.name, url=host.agent_url, token="t")
+    cp = decode(encode(make_checkpoint(host=host.name, **changes)))
+    result = polling.PollResult(target=target, elapsed_s=0.01, checkpoint=cp)
+    ingest.store_poll_results({host.pk: host}, [result], timezone.now())
+
+
+@pytest.fixture
+def host() -> Host:
+    return Host.objects.create(name="gpu-01", agent_url="http://127.0.0.1:1", agent_token="t",
+                               model_name="meta-llama/Llama-3.1-8B-Instruct")
+
+
+@pytest.mark.parametrize("name", ["fleet", "host_detail", "host_series"])
+def test_it_sends_anonymous_users_to_the_login_page(client, host, name) -> None:  # type: ignore[no-untyped-def]
+    url = reverse(name) if name == "fleet" else reverse(name, args=[host.name])
+    response = client.get(url)
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse("login"))
+
+
+def test_it_lists_every_host_with_its_figures(client, alice, host) -> None:  # type: ignore[no-untyped-def]
+    _store(host, kv_cache_usage_pct=64.5, requests_running=31.0, requests_waiting=4.0)
+    Host.objects.create(name="gpu-02", agent_url="http://127.0.0.1:2", agent_token="t")
+    client.force_login(alice)
+
+    html = client.get(reverse("fleet")).content.decode()
+
+    assert 'ws-connect="/ws/fleet/"' in html
+    assert f'id="host-{host.pk}"' in html
+    assert "64.5%" in html
+    assert "31 / 4" in html
+    assert "gpu-02" in html
+    assert "74.0 / 80 GB" in html
+
+
+def test_it_shows_the_host_page_with_its_transitions(client, alice, host) -> None:  # type: ignore[no-untyped-def]
+    _store(host)
+    client.force_login(alice)
+
+    html = client.get(reverse("host_detail", args=[host.name])).content.decode()
+
+    assert "plotly-basic-4.1.1.min.js" in html
+    assert f'data-host-id="{host.pk}"' in html
+    assert "unknown → <strong>serving</strong>" in html
+
+
+def test_it_serves_chart_series_oldest_first(client, alice, host) -> None:  # type: ignore[no-untyped-def]
+    now = time.time()
+    for i, kv in enumerate([10.0, 20.0, 30.0]):
+        _store(host, collected_at=now - 30 + i * 10, kv_cache_usage_pct=kv)
+    client.force_login(alice)
+
+    data = client.get(reverse("host_series", args=[host.name]), {"window": "5m"}).json()
+
+    assert data["kv_cache_usage_pct"] == [10.0, 20.0, 30.0]
+    assert data["t"] == sorted(data["t"])
+    assert data["gpu_mem_total_gb"] == [80.0, 80.0, 80.0]
+    assert data["window"] == "5m"
+
+
+def test_it_thins_long_windows_but_keeps_the_newest_point(client, alice, host, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from monitor import series
+
+    monkeypatch.setattr(series, "MAX_POINTS", 10)
+    now = time.time()
+    for i in range(35):
+        _store(host, collected_at=now - 350 + i * 10, kv_cache_usage_pct=float(i))
+    client.force_login(alice)
+
+    data = client.get(reverse("host_series", args=[host.name]), {"window": "15m"}).json()
+
+    assert Checkpoint.objects.count() == 35
+    assert len(data["t"]) <= 10
+    assert data["kv_cache_usage_pct"][-1] == 34.0
+
+
+def test_it_falls_back_to_the_default_window_for_an_unknown_one(client, alice, host) -> None:  # type: ignore[no-untyped-def]
+    client.force_login(alice)
+    data = client.get(reverse("host_series", args=[host.name]), {"window": "1y"}).json()
+    assert data["window"] == "15m"
+
+
+def test_it_answers_404_for_an_unknown_host(client, alice) -> None:  # type: ignore[no-untyped-def]
+    client.force_login(alice)
+    assert client.get(reverse("host_detail", args=["nope"])).status_code == 404
