@@ -16,9 +16,13 @@ from sentinel.celery import app as celery_app
 # Every key this run writes to Redis starts with RUN_PREFIX, so runs never see each other's
 # messages or tasks (nor a demo's, when one shares the server).
 RUN_PREFIX = f"sentinel-test-{uuid.uuid4().hex[:8]}"
-settings.REDIS_PREFIX = RUN_PREFIX
-settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] = f"{RUN_PREFIX}:asgi"
-celery_app.conf.broker_transport_options = {"global_keyprefix": f"{RUN_PREFIX}:celery:"}
+if settings.configured:  # not when pure tests run with `-p no:django`
+    settings.REDIS_PREFIX = RUN_PREFIX
+    settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] = f"{RUN_PREFIX}:asgi"
+    # Consumers reach the database from other threads; connections must close after each use
+    # there, or the test database cannot be dropped at the end of the run.
+    settings.DATABASES["default"]["CONN_MAX_AGE"] = 0
+    celery_app.conf.broker_transport_options = {"global_keyprefix": f"{RUN_PREFIX}:celery:"}
 
 
 @pytest.fixture
