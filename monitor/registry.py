@@ -40,6 +40,8 @@ def register_manifest(path: str | Path) -> list[Host]:
         entries: list[dict[str, Any]] = manifest["hosts"]
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise RegistrationError(f"{path}: not a fleet manifest ({exc})") from None
+    if not isinstance(entries, list):
+        raise RegistrationError(f"{path}: 'hosts' must be a list")
     with transaction.atomic():
         return [_register_entry(entry) for entry in entries]
 
@@ -49,5 +51,5 @@ def _register_entry(entry: dict[str, Any]) -> Host:
         name, url, token = entry["name"], entry["agent_url"], entry["token"]
     except (KeyError, TypeError):
         raise RegistrationError(f"manifest entry {entry!r} needs name, agent_url and token") from None
-    host, _ = register_host(name=name, agent_url=url, token=token, model_name=entry.get("model", ""))
+    host, _ = register_host(name=name, agent_url=url, token=token, model_name=entry.get("model_name", ""))
     return host

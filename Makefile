@@ -1,0 +1,47 @@
+# The two commands: `make demo` runs the product on a simulated fleet, `make test` runs the tests.
+# Both set everything up on a fresh machine (virtualenv, packages, embedded PostgreSQL/Redis).
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+
+.PHONY: demo test lint bench bench-agent browser clean
+
+$(INSTALLED): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11 or newer is needed")'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	@touch $@
+
+demo: $(INSTALLED)
+	$(PY) -m sentinel.demo
+
+test: $(INSTALLED) browser
+	$(PY) -m pytest; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; exit $$rc
+
+# The browser tests drive Debian's Chromium; install it when we may (root), else they skip.
+browser:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing chromium and chromium-driver for the browser tests"; \
+	    (apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 || \
+	     (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1)) || \
+	    echo "could not install chromium: the browser tests will be skipped"; \
+	  else echo "chromium not found: the browser tests will be skipped (apt-get install chromium chromium-driver)"; fi; \
+	fi
+
+lint: $(INSTALLED)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy agent learning mitigations
+
+bench: $(INSTALLED)
+	$(PY) bench/ingest
+
+bench-agent: $(INSTALLED)
+	$(PY) bench/agent_cost.py
+
+clean:
+	rm -rf $(VENV) .sentinel

@@ -1,0 +1,1 @@
+"""Prediction and learning: pure functions over checkpoints (see STYLE.md)."""

@@ -1,0 +1,1 @@
+"""The mitigation library, guardrails and their registry (see STYLE.md)."""
