@@ -56,9 +56,7 @@ class FakeVllm:
         await self._maybe_hang()
         if self.metrics_delay_s:
             await asyncio.sleep(self.metrics_delay_s)
-        return web.Response(
-            text=self.metrics_text, content_type="text/plain", charset="utf-8"
-        )
+        return web.Response(text=self.metrics_text, content_type="text/plain", charset="utf-8")
 
     async def health(self, request: web.Request) -> web.Response:
         await self._maybe_hang()
@@ -102,7 +100,9 @@ async def make_agent() -> AsyncIterator[Callable[..., Agent]]:
     """Return a factory of agents watching this test process as "the vLLM process"."""
     agents: list[Agent] = []
 
-    def factory(url: str, *, nvml: object = None, process: object = None, **overrides: object) -> Agent:
+    def factory(
+        url: str, *, nvml: object = None, process: object = None, **overrides: object
+    ) -> Agent:
         source = process if process is not None else psutil.Process(os.getpid())
         agent = Agent(make_config(url, **overrides), nvml=nvml, process_source=source)
         agents.append(agent)

@@ -11,10 +11,7 @@ from agent.lifecycle import LifecycleState
 from tests.agent.conftest import DATA, MODEL, SAMPLE, bump, series
 
 BUCKET = "vllm:time_to_first_token_seconds_bucket"
-E2E_BUCKET = "vllm:e2e_request_latency_seconds_bucket"
-E2E_BOUNDS = ("0.3", "0.5", "0.8", "1.0", "1.5", "2.0", "2.5", "5.0", "10.0", "15.0", "20.0")
-E2E_BOUNDS += ("30.0", "40.0", "50.0", "60.0", "120.0", "240.0", "480.0", "960.0", "1920.0")
-E2E_BOUNDS += ("7680.0",)
+QWEN = "Qwen/Qwen2.5-7B-Instruct"
 
 
 def _roundtrip(cp):  # type: ignore[no-untyped-def]
@@ -152,6 +149,12 @@ async def test_it_reports_a_restart_when_the_start_time_changes(fake_vllm, make_
     assert (v.rates.prompt_tokens_per_s, v.latency, v.forward_progress) == (None, {}, None)
 
 
+def _qwen(name: str, **labels: str) -> str:
+    """Return a series of the v0.8 file: no engine label yet."""
+    inner = ",".join(f'{k}="{v}"' for k, v in sorted({**labels, "model_name": QWEN}.items()))
+    return f"{name}{{{inner}}}"
+
+
 async def test_it_reads_the_old_names_of_renamed_metrics(fake_vllm, make_agent) -> None:
     old = (DATA / "vllm-metrics-v0.8.prom").read_text()
     fake_vllm.metrics_text = old
@@ -160,17 +163,17 @@ async def test_it_reads_the_old_names_of_renamed_metrics(fake_vllm, make_agent) 
     fake_vllm.metrics_text = bump(
         old,
         {
-            'vllm:gpu_prefix_cache_queries_total{model_name="Qwen/Qwen2.5-7B-Instruct"}': 200,
-            'vllm:gpu_prefix_cache_hits_total{model_name="Qwen/Qwen2.5-7B-Instruct"}': 50,
-            'vllm:time_per_output_token_seconds_bucket{le="0.05",model_name="Qwen/Qwen2.5-7B-Instruct"}': 10,
-            'vllm:time_per_output_token_seconds_bucket{le="0.075",model_name="Qwen/Qwen2.5-7B-Instruct"}': 10,
-            'vllm:time_per_output_token_seconds_bucket{le="+Inf",model_name="Qwen/Qwen2.5-7B-Instruct"}': 10,
+            _qwen("vllm:gpu_prefix_cache_queries_total"): 200,
+            _qwen("vllm:gpu_prefix_cache_hits_total"): 50,
+            _qwen("vllm:time_per_output_token_seconds_bucket", le="0.05"): 10,
+            _qwen("vllm:time_per_output_token_seconds_bucket", le="0.075"): 10,
+            _qwen("vllm:time_per_output_token_seconds_bucket", le="+Inf"): 10,
         },
     )
     v = _roundtrip(await agent.collect()).vllm
 
     assert first.missing == {} and v is not None
-    assert (v.model_name, v.engines) == ("Qwen/Qwen2.5-7B-Instruct", 1)  # no engine label yet
+    assert (v.model_name, v.engines) == (QWEN, 1)  # no engine label yet
     assert v.kv_cache_usage_pct == 87.5
     assert (v.totals["prefix_cache_queries"], v.totals["prefix_cache_hits"]) == (4200, 1050)
     assert v.rates.prefix_cache_hit_pct == pytest.approx(25.0)
@@ -200,13 +203,15 @@ async def test_it_ignores_unknown_families(fake_vllm, make_agent) -> None:
 async def test_it_sums_data_parallel_engines_and_takes_the_fullest_kv_cache(
     fake_vllm, make_agent
 ) -> None:
+    per_engine = {
+        "vllm:num_requests_running": (10.0, 7.0),
+        "vllm:kv_cache_usage_perc": (0.5, 0.9),
+        "vllm:generation_tokens_total": (100.0, 50.0),
+    }
     lines = [
-        f"{series('vllm:num_requests_running', engine=e)} {r}"
-        for e, r in (("0", 10.0), ("1", 7.0))
-    ]
-    lines += [f"{series('vllm:kv_cache_usage_perc', engine=e)} {k}" for e, k in (("0", 0.5), ("1", 0.9))]
-    lines += [
-        f"{series('vllm:generation_tokens_total', engine=e)} {g}" for e, g in (("0", 100.0), ("1", 50.0))
+        f"{series(name, engine=str(engine))} {value}"
+        for name, values in per_engine.items()
+        for engine, value in enumerate(values)
     ]
     fake_vllm.metrics_text = "\n".join(lines) + "\n"
     v = (await make_agent(fake_vllm.url).collect()).vllm
