@@ -52,7 +52,8 @@ class ExpositionParser:
         """Return the wanted samples of `text`; raise ValueError on a malformed wanted line."""
         samples: Samples = {}
         sample_lines = 0
-        for line in text.splitlines():
+        for raw in text.splitlines():
+            line = raw.strip()
             if not line or line[0] == "#":
                 continue
             sample_lines += 1
@@ -73,12 +74,10 @@ class ExpositionParser:
 
 
 def _metric_name(line: str) -> str:
-    end = len(line)
-    for stop in ("{", " ", "\t"):
-        found = line.find(stop, 0, end)
-        if found != -1:
-            end = found
-    return line[:end]
+    brace = line.find("{")
+    if brace != -1:
+        return line[:brace]
+    return line.split(None, 1)[0]  # callers pass stripped, non-empty lines
 
 
 def _split_value(line: str) -> tuple[str, float]:

@@ -78,3 +78,10 @@ def test_it_ignores_nan_and_negative_gauges_that_would_make_the_checkpoint_inval
     )
     assert (reading.requests_running, reading.requests_waiting) == (None, None)
     assert reading.kv_cache_usage_pct == 100.0
+
+
+def test_it_tolerates_blank_padding_and_whitespace_only_lines() -> None:
+    parser = ExpositionParser({"vllm:num_requests_running", "process_open_fds"})
+    exp = parser.parse('   \n  vllm:num_requests_running{engine="0"} 3.0  \n\tprocess_open_fds 9\n')
+    assert exp.get("vllm:num_requests_running") == [({"engine": "0"}, 3.0)]
+    assert exp.get("process_open_fds") == [({}, 9.0)]
