@@ -86,14 +86,14 @@ async def poll(port: int, count: int, interval_s: float) -> float:
     """Poll `count` checkpoints; return the agent's mean collect_duration_s."""
     url = f"http://127.0.0.1:{port}/v1/checkpoint"
     headers = {"Authorization": f"Bearer {TOKEN}"}
-    durations = []
+    durations: list[float] = []
     async with aiohttp.ClientSession() as session:
         for _ in range(count):
             async with session.get(url, headers=headers) as resp:
                 resp.raise_for_status()
                 durations.append((await resp.json())["collect_duration_s"])
             await asyncio.sleep(interval_s)
-    return sum(durations) / len(durations)
+    return float(sum(durations) / len(durations))
 
 
 async def run(count: int, interval_s: float) -> None:
