@@ -11,6 +11,7 @@ from pathlib import Path
 import aiohttp
 
 from agent.checkpoint import decode
+from agent.config import AgentConfig
 from agent.main import TOKEN_ENV, main
 
 SECRET = "cli-test-token-which-must-never-be-logged"
@@ -83,3 +84,8 @@ def test_it_refuses_the_simulated_backend_without_the_simulator(monkeypatch, cap
     monkeypatch.setitem(sys.modules, "simulator.nvml", None)  # as if not installed
     assert main(["--gpu-backend", "simulated"]) == 2
     assert "--gpu-backend simulated needs the simulator package" in capsys.readouterr().err
+
+
+def test_it_keeps_the_token_out_of_the_config_repr() -> None:
+    config = AgentConfig(host_name="gpu-01", token=SECRET, gpu_backend="none")
+    assert SECRET not in repr(config) and "gpu-01" in repr(config)

@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import psutil
 import pytest
 
+from agent.checkpoint import decode, encode
 from agent.collectors.process import ProcessCollector
 
 PARENT_WITH_CHILD = (
@@ -140,3 +141,17 @@ async def test_it_keeps_watching_a_given_process_that_stopped_and_came_back() ->
     root.running = True
     proc, reason = await collector.collect(2.0, 2.0)
     assert proc is not None and reason is None
+
+
+class _Broken(_StandIn):
+    def memory_info(self) -> SimpleNamespace:
+        raise RuntimeError("procfs went away")
+
+
+async def test_it_keeps_the_checkpoint_when_a_collector_breaks(fake_vllm, make_agent) -> None:  # type: ignore[no-untyped-def]
+    cp = await make_agent(fake_vllm.url, process=_Broken(1, cpu_s=1.0)).collect()
+
+    assert cp.process is None
+    assert cp.missing == {"process": "collector error: RuntimeError: procfs went away"}
+    assert decode(encode(cp)) == cp
+    assert cp.vllm is not None and cp.vllm.requests_running == 96
