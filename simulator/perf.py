@@ -13,7 +13,7 @@ from simulator.engine_args import EngineArgs
 
 BASE_STEP_S = 0.010  # launch and weight-read cost of one step, 8B model, H100
 PER_DECODE_SEQ_S = 0.00012
-PER_PREFILL_TOKEN_S = 0.00004
+PER_PREFILL_TOKEN_S = 0.000022  # an 8192-token chunk: ~0.2 s, the sample's slowest steps
 PER_CONTEXT_TOKEN_S = 3.5e-8  # attention reads every cached token of the batch
 EAGER_FACTOR = 1.2  # no CUDA graphs: slower decode (reference §9: +10-30 %)
 TP_EFFICIENCY = 0.85  # speed-up exponent per doubling of GPUs
