@@ -39,6 +39,7 @@ def sleep(sim: SimulatedVllm, level: int) -> None:
     run.sleep_level = level
     after = run.process_gpu_bytes()
     sim.emit(failures.fell_asleep(0.9 + 0.2 * level, before - after, after), sim.t)
+    sim.place_gpu_processes()
     sim.version += 1
 
 
@@ -48,6 +49,7 @@ def wake_up(sim: SimulatedVllm, tags: list[str] | None) -> None:
         return
     run.sleep_level = 0
     sim.emit(failures.woke_up(1.7 + 0.5 * run.model.params_b / 8, tags), sim.t)
+    sim.place_gpu_processes()
     sim.version += 1
 
 

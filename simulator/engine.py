@@ -27,7 +27,7 @@ from simulator.logs import VllmLog
 from simulator.nvml import SimulatedNvml, idle_gpu
 from simulator.process import Leaks, advance, gpu_owners, spawn_tree, terminate
 from simulator.run import SHM_WARNING_INTERVAL_S, STATS_LOG_INTERVAL_S, LogWindow, ServerRun
-from simulator.scenario import Conditions, Event, Scenario
+from simulator.scenario import Conditions, Event, ForeignProcess, Scenario
 from simulator.startup import StartupContext, StartupEvent, plan_startup
 from simulator.stats import HttpStats
 from simulator.workload import Request, Workload
@@ -68,6 +68,10 @@ class SimulatedVllm:
         self.workload = Workload(self.rng, scenario.load, self.given.block_size)
         self.phase = Phase.DOWN
         self.run: ServerRun | None = None
+        # Processes outside vLLM's control that hold GPU memory (a stray notebook, a zombie
+        # vLLM); unlike a scenario's foreign process they outlive restarts.
+        self.external: list[ForeignProcess] = []
+        self.conditions = Conditions()  # what the scenario imposed in the last step
         self.runs = 0
         self.restart_at: float | None = None
         self.version = 0  # bumped whenever anything /metrics shows may have changed
@@ -326,6 +330,15 @@ class SimulatedVllm:
             self.env.update(env)
         self._start(timeline_on=self.scenario.replay_after_restart)
 
+    def add_external_process(self, pid: int, used_bytes: int, gpu_index: int = 0) -> None:
+        """Put a process that is not vLLM's on a GPU; it stays until removed."""
+        self.external.append(ForeignProcess(gpu_index, pid, used_bytes))
+        self.place_gpu_processes()
+
+    def remove_external_process(self, pid: int) -> None:
+        self.external = [p for p in self.external if p.pid != pid]
+        self.place_gpu_processes()
+
     def _start(self, timeline_on: bool) -> None:
         """Start a new vLLM process: new pids, new counters, the startup sequence from zero."""
         self.restart_at = None
@@ -350,7 +363,8 @@ class SimulatedVllm:
         run = self.run
         work = self._work(dt)
         busy = work.busy
-        self._place_gpu_processes(conditions)
+        self.conditions = conditions
+        self.place_gpu_processes()
         for g in self.gpus:
             gpu.update(g, dt, work, conditions.cooling_c)
             g.ecc_corrected += conditions.ecc_per_s.get(g.index, 0.0) * dt
@@ -371,7 +385,8 @@ class SimulatedVllm:
             pinned=run.pinned,
         )
 
-    def _place_gpu_processes(self, conditions: Conditions) -> None:
+    def place_gpu_processes(self) -> None:
+        """Show on each GPU what the vLLM process and any foreign ones hold right now."""
         run = self.run
         alive = run is not None and run.proc.running
         owners = gpu_owners(run.proc, run.args.tensor_parallel_size) if run and alive else []
@@ -383,7 +398,7 @@ class SimulatedVllm:
                 procs.append(GpuProcessUse(owner.pid, held, owner.name_))
             procs += [
                 GpuProcessUse(f.pid, f.used_bytes, "python3")
-                for f in conditions.foreign
+                for f in (*self.conditions.foreign, *self.external)
                 if f.gpu == g.index
             ]
             g.processes = procs
