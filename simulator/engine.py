@@ -114,7 +114,7 @@ class SimulatedVllm:
             self._advance_startup(t1)
         elif self.phase is Phase.SERVING:
             conditions = self._serve(dt)
-        if self.phase is Phase.DEAD and t1 >= self._exit_t():
+        if self.phase is Phase.DEAD and t1 >= self._exit_t() and not self._keep_alive:
             self.t = t1
             self._exit()
         self._update_hardware(dt, conditions)
@@ -122,6 +122,11 @@ class SimulatedVllm:
         self.version += 1
         if self.phase is Phase.SERVING:
             self._check_gpu_memory()
+
+    @property
+    def _keep_alive(self) -> bool:
+        # With VLLM_KEEP_ALIVE_ON_ENGINE_DEATH=1 the server stays up answering 503 forever.
+        return self.env.get("VLLM_KEEP_ALIVE_ON_ENGINE_DEATH") == "1"
 
     def _exit_t(self) -> float:
         died = self.run.died_t if self.run else None

@@ -100,15 +100,16 @@ class Fleet:
         """Step every host through `seconds` of simulated time, then update their ports."""
         ticks = round(seconds / self.config.tick_s)
         for _ in range(ticks):
-            self._tick()
-        await self._sync()
+            self.tick()
+        await self.sync()
 
-    def _tick(self) -> None:
+    def tick(self) -> None:
+        """Step every host through one tick; the ports follow at the next `sync()`."""
         for h in self.hosts:
             h.sim.step(self.config.tick_s)
         self.t += self.config.tick_s
 
-    async def _sync(self) -> None:
+    async def sync(self) -> None:
         for h in self.hosts:
             await h.sync()
 
@@ -119,9 +120,9 @@ class Fleet:
             target = (time.monotonic() - started) * speed
             done = 0
             while self.t + tick <= target and done < MAX_TICKS_PER_WAKE:
-                self._tick()
+                self.tick()
                 done += 1
-            await self._sync()
+            await self.sync()
             await asyncio.sleep(tick / speed / 2 if done < MAX_TICKS_PER_WAKE else 0)
 
 

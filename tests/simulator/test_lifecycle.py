@@ -155,3 +155,15 @@ def test_it_keeps_health_ok_but_logs_the_hang_every_minute() -> None:
     run_to_uptime(sim, 20 + 185)
     assert sim.phase is Phase.SERVING
     assert log_count(sim, SHM_HANG) == 3
+
+
+def test_it_stays_up_answering_503_with_keep_alive_on_engine_death() -> None:
+    data = {
+        "env": {"VLLM_KEEP_ALIVE_ON_ENGINE_DEATH": "1"},
+        "effects": [{"kind": "engine_death", "at_s": 10, "cause": "illegal_memory_access"}],
+    }
+    sim = make_sim(scenario_from(data))
+    run_to_uptime(sim, 11)
+    run_for(sim, 60)
+    assert sim.phase is Phase.DEAD and sim.listening
+    assert log_count(sim, "RuntimeError: CUDA error: an illegal memory access was encountered") == 1
