@@ -365,19 +365,19 @@ class SimulatedVllm:
     # ---------------------------------------------------------------- hardware
 
     def _update_hardware(self, dt: float, conditions: Conditions) -> None:
-        run = self.run
+        """Move the GPUs and the process tree through the tick the engine just ran."""
         work = self._work(dt)
-        busy = work.busy
         self.conditions = conditions
         self.place_gpu_processes()
         for g in self.gpus:
             gpu.update(g, dt, work, conditions.cooling_c)
             g.ecc_corrected += conditions.ecc_per_s.get(g.index, 0.0) * dt
             g.pcie_replays += conditions.pcie_per_s.get(g.index, 0.0) * dt
+        run = self.run
         if run is not None and run.proc.running:
             tokens = run.stats.generation_tokens if run.stats else 0
             leaks = Leaks(conditions.rss_leak_mib_per_s, conditions.fd_leak_per_s)
-            advance(run.proc, dt, busy, tokens - run.tokens_seen, leaks)
+            advance(run.proc, dt, work.busy, tokens - run.tokens_seen, leaks)
             run.tokens_seen = tokens
 
     def _work(self, dt: float) -> gpu.Work:

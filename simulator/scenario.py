@@ -117,35 +117,43 @@ class Scenario:
     replay_after_restart: bool = True
     repeat_every_s: float = 0.0
     env: dict[str, str] = field(default_factory=dict)
+    events: tuple[Event, ...] = ()  # the one-off events of `effects`, see one_off_events()
 
     def tau(self, uptime_s: float) -> float:
         """Return the timeline time at `uptime_s` (wrapped when the timeline repeats)."""
         return uptime_s % self.repeat_every_s if self.repeat_every_s > 0 else uptime_s
 
     def conditions(self, uptime_s: float) -> Conditions:
+        if not self.effects:
+            return CALM  # most hosts: skip the work
         return _conditions(self.effects, self.tau(uptime_s))
 
     def events_between(self, u0: float, u1: float) -> list[Event]:
-        """Return the one-off events whose time lies in the uptime interval (u0, u1]."""
-        return [e for e in self._events() if self._crossed(e.at_s, u0, u1)]
-
-    def _events(self) -> list[Event]:
-        found = []
-        for e in self.effects:
-            if e.kind in ("engine_death", "restart"):
-                found.append(Event(e.kind, e.at_s, e.params))
-            elif e.kind == "nccl_hang":
-                found.append(Event("nccl_timeout", e.at_s + e.params["timeout_s"], e.params))
-            elif e.kind == "ecc_errors" and e.params["uncorrected"]:
-                found.append(Event("ecc_uncorrected", e.at_s, e.params))
-        return found
+        """Return the one-off events whose time lies in the uptime interval [u0, u1)."""
+        return [e for e in self.events if self._crossed(e.at_s, u0, u1)]
 
     def _crossed(self, at: float, u0: float, u1: float) -> bool:
         period = self.repeat_every_s
         if period <= 0:
-            return u0 < at <= u1
+            return u0 <= at < u1
         cycle = (u0 // period) * period
-        return any(u0 < c + at <= u1 for c in (cycle, cycle + period))
+        return any(u0 <= c + at < u1 for c in (cycle, cycle + period))
+
+
+CALM = Conditions()
+
+
+def one_off_events(effects: tuple[Effect, ...]) -> tuple[Event, ...]:
+    """Return the events that happen once per timeline pass, in the effects' order."""
+    found = []
+    for e in effects:
+        if e.kind in ("engine_death", "restart"):
+            found.append(Event(e.kind, e.at_s, e.params))
+        elif e.kind == "nccl_hang":
+            found.append(Event("nccl_timeout", e.at_s + e.params["timeout_s"], e.params))
+        elif e.kind == "ecc_errors" and e.params["uncorrected"]:
+            found.append(Event("ecc_uncorrected", e.at_s, e.params))
+    return tuple(found)
 
 
 def _conditions(effects: tuple[Effect, ...], tau: float) -> Conditions:
@@ -218,13 +226,15 @@ def parse_scenario(name: str, data: dict[str, Any]) -> Scenario:
     host = _host(name, data.get("host", {}), data.get("engine_args", {}))
     engine_args = dict(data.get("engine_args", {}))
     engine_args.setdefault("tensor_parallel_size", host.gpu_count)
+    effects = tuple(_effect(name, i, raw) for i, raw in enumerate(data.get("effects", [])))
     return Scenario(
         name=name,
         description=data.get("description", ""),
         host=host,
         engine_args=engine_args,
         load=_load_profile(name, data.get("load", {})),
-        effects=tuple(_effect(name, i, raw) for i, raw in enumerate(data.get("effects", []))),
+        effects=effects,
+        events=one_off_events(effects),
         restart_after_death_s=lifecycle.get("restart_after_death_s"),
         replay_after_restart=lifecycle.get("replay_after_restart", True),
         repeat_every_s=float(lifecycle.get("repeat_every_s", 0.0)),

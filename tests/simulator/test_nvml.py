@@ -7,7 +7,7 @@ import pytest
 
 from simulator.gpu import GpuProcessUse
 from simulator.nvml import SimulatedNvml, idle_gpu
-from tests.simulator.support import make_sim, run_to_uptime
+from tests.simulator.support import make_sim, run_to_uptime, scenario_from
 
 H100_BYTES = 85_520_809_984
 
@@ -92,3 +92,23 @@ def test_it_shows_vllm_preallocating_memory_and_working_the_gpu() -> None:
     assert nvml.nvmlDeviceGetPowerUsage(h) > 150_000
     assert nvml.nvmlDeviceGetClockInfo(h, pynvml.NVML_CLOCK_SM) == 1980
     assert nvml.nvmlDeviceGetCurrentClocksThrottleReasons(h) == 0
+
+
+def test_it_counts_ecc_errors_and_pcie_replays_from_a_scenario() -> None:
+    effects = [
+        {"kind": "ecc_errors", "at_s": 10, "corrected_per_s": 0.5, "uncorrected": 2},
+        {"kind": "pcie_replays", "at_s": 10, "per_s": 3.0},
+    ]
+    sim = make_sim(scenario_from({"effects": effects}))
+    run_to_uptime(sim, 30)
+    nvml = started(sim.nvml)
+    h = nvml.nvmlDeviceGetHandleByIndex(0)
+    volatile = pynvml.NVML_VOLATILE_ECC
+    assert (
+        nvml.nvmlDeviceGetTotalEccErrors(h, pynvml.NVML_MEMORY_ERROR_TYPE_CORRECTED, volatile) == 10
+    )
+    assert (
+        nvml.nvmlDeviceGetTotalEccErrors(h, pynvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED, volatile)
+        == 2
+    )
+    assert nvml.nvmlDeviceGetPcieReplayCounter(h) == 60
