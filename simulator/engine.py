@@ -14,11 +14,12 @@ Phases of the process:
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from enum import StrEnum
 from typing import Any
 
 from simulator import failures, gpu
-from simulator.catalog import GIB, MIB, gpu_spec, model_spec
+from simulator.catalog import GIB, MIB, GpuSpec, ModelSpec, gpu_spec, model_spec
 from simulator.engine_args import EngineArgs
 from simulator.failures import Line
 from simulator.gpu import GpuProcessUse
@@ -433,7 +434,7 @@ class SimulatedVllm:
         return f"Worker_TP{rank} pid={pid}"
 
 
-def _plan(args: EngineArgs, model: Any, spec: Any) -> tuple[KvPlan | None, str | None]:
+def _plan(args: EngineArgs, model: ModelSpec, spec: GpuSpec) -> tuple[KvPlan | None, str | None]:
     try:
         return plan_kv_cache(args, model, spec), None
     except StartupMemoryError as exc:
@@ -445,7 +446,8 @@ def _worker_died(sim: SimulatedVllm) -> list[Line]:
     return failures.worker_died(f"Worker_TP{rank}" if len(sim.gpus) > 1 else "Worker")
 
 
-_DEATHS = {
+# engine_death causes -> the log lines of that death.
+_DEATHS: dict[str, Callable[[SimulatedVllm], list[Line]]] = {
     "rpc_timeout": lambda sim: failures.rpc_timeout(),
     "worker_died": _worker_died,
     "illegal_memory_access": lambda sim: failures.illegal_memory_access(),

@@ -134,7 +134,7 @@ def _engine_families(run: ServerRun) -> Iterator[Metric]:
     waiting = len(sched.waiting)
     level = run.sleep_level
     sleep = {"awake": level == 0, "weights_offloaded": level == 1, "discard_all": level == 2}
-    gauges = {
+    gauges: dict[str, list[tuple[tuple[str, ...], float]]] = {
         "vllm:num_requests_running": [((), len(sched.running))],
         "vllm:num_requests_waiting": [((), waiting)],
         "vllm:num_requests_waiting_by_reason": [(("capacity",), waiting), (("deferred",), 0)],
@@ -255,7 +255,7 @@ def _http_families(http: HttpStats) -> Iterator[Metric]:
     ):
         summary = SummaryMetricFamily(name, HTTP_HELP[name], labels=["handler"])
         for handler, (count, total, created) in table.items():
-            summary.add_metric([handler], count, total)
+            summary.add_metric([handler], int(count), total)
             _add_created(summary, {"handler": handler}, created)
         yield summary
     name = "http_request_duration_highr_seconds"

@@ -7,9 +7,11 @@ them in one call, so a simulated step stays cheap.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from prometheus_client.utils import floatToGoString
+
+_go_float: Callable[[float], str] = floatToGoString  # prometheus_client's number format
 
 
 class Histogram:
@@ -17,7 +19,7 @@ class Histogram:
 
     def __init__(self, bounds: Sequence[float]) -> None:
         self.bounds = tuple(float(b) for b in bounds)
-        self.le_labels = (*tuple(floatToGoString(b) for b in self.bounds), "+Inf")
+        self.le_labels = (*(_go_float(b) for b in self.bounds), "+Inf")
         self.counts = [0] * (len(self.bounds) + 1)  # the last one is (largest bound, +Inf)
         self.sum = 0.0
 

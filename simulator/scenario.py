@@ -159,7 +159,9 @@ def one_off_events(effects: tuple[Effect, ...]) -> tuple[Event, ...]:
 def _conditions(effects: tuple[Effect, ...], tau: float) -> Conditions:
     mult = {"load": 1.0, "prompt_length": 1.0, "output_length": 1.0}
     sums = {"gpu_memory_leak": 0.0, "host_memory_leak": 0.0, "fd_leak": 0.0, "cooling": 0.0}
-    foreign, ecc, pcie = [], {}, {}
+    foreign: list[ForeignProcess] = []
+    ecc: dict[int, float] = {}
+    pcie: dict[int, float] = {}
     stalled = pinned = False
     for e in effects:
         p = e.params

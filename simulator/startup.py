@@ -7,6 +7,7 @@ H100 (init total ~35 s), scaled by the model's size per GPU and by the host's
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,7 +59,7 @@ def plan_startup(ctx: StartupContext) -> list[StartupEvent]:
 
 def _time_factor(ctx: StartupContext) -> float:
     per_gpu_b = ctx.model.params_b / ctx.args.tensor_parallel_size
-    return ctx.scale * max(1.0, per_gpu_b / 8.0) ** 0.5
+    return ctx.scale * math.sqrt(max(1.0, per_gpu_b / 8.0))
 
 
 def _process_start(ctx: StartupContext, t: float) -> StartupEvent:

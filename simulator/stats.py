@@ -30,7 +30,7 @@ class EngineStats:
         self.finished = dict.fromkeys(FINISHED_REASONS, 0)
         token_bounds = one_two_five(max_model_len)
         self.hist = {
-            name: Histogram(token_bounds if bounds == "tokens" else bounds)
+            name: Histogram(bounds if isinstance(bounds, tuple) else token_bounds)
             for name, (_, bounds) in HISTOGRAMS.items()
         }
 

@@ -73,8 +73,8 @@ COUNTERS = {
     "vllm:request_success": "Count of successfully processed requests.",
 }
 
-# name -> (help, bucket kind); "tokens" buckets depend on max_model_len.
-HISTOGRAMS = {
+# name -> (help, buckets); "tokens" stands for the 1-2-5 series up to max_model_len.
+HISTOGRAMS: dict[str, tuple[str, tuple[float, ...] | str]] = {
     "vllm:request_prompt_tokens": ("Number of prefill tokens processed.", "tokens"),
     "vllm:request_generation_tokens": ("Number of generation tokens processed.", "tokens"),
     "vllm:iteration_tokens_total": (
