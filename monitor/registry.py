@@ -51,5 +51,5 @@ def _register_entry(entry: dict[str, Any]) -> Host:
         name, url, token = entry["name"], entry["agent_url"], entry["token"]
     except (KeyError, TypeError):
         raise RegistrationError(f"manifest entry {entry!r} needs name, agent_url and token") from None
-    host, _ = register_host(name=name, agent_url=url, token=token, model_name=entry.get("model_name", ""))
+    host, _ = register_host(name=name, agent_url=url, token=token, model_name=entry.get("model", ""))
     return host

@@ -40,7 +40,9 @@ def test_it_starts_each_service_with_a_real_entry_point(name: str) -> None:
     else:
         assert program in SCRIPTS, f"{program} is not a console script of the project"
         module, function = SCRIPTS[program].split(":")
-        assert callable(getattr(importlib.import_module(module), function))
+        entry = importlib.import_module(module)
+        assert callable(getattr(entry, function))
+        entry.parse_args(args)  # exits (fails the test) on an option the program lacks
 
 
 def test_it_points_every_service_at_the_compose_databases() -> None:
