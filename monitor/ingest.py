@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.db import DatabaseError, connection, transaction
+from psycopg.types.json import Jsonb
 
 from agent.checkpoint import Checkpoint, encode
 from monitor import polling, summary
@@ -26,8 +27,15 @@ log = logging.getLogger(__name__)
 MAX_CLOCK_AHEAD = timedelta(seconds=60)
 # PostgreSQL's jsonb refuses \u0000; an unescaped one (not preceded by a backslash) becomes U+FFFD.
 _NUL_ESCAPE = re.compile(rb"(?<!\\)((?:\\\\)*)\\u0000")
-_HOST_FIELDS = ["status", "status_reason", "lifecycle_state", "last_seen_at", "last_polled_at",
-                "latest"]
+# Host columns a poll changes, with their SQL types for the VALUES list of _update_hosts.
+_HOST_COLUMNS = {
+    "status": "text",
+    "status_reason": "text",
+    "lifecycle_state": "text",
+    "last_seen_at": "timestamptz",
+    "last_polled_at": "timestamptz",
+    "latest": "jsonb",
+}
 
 
 @dataclass
@@ -62,7 +70,7 @@ def store_poll_results(
         errors.extend(_insert_checkpoints(rows, now))
         LifecycleTransition.objects.bulk_create(transitions)
         IngestError.objects.bulk_create(errors)
-        Host.objects.bulk_update(list(hosts.values()), _HOST_FIELDS)
+        _update_hosts(list(hosts.values()))
     report.changed_hosts = list(hosts.values())
     return report
 
@@ -141,6 +149,30 @@ def _insert_checkpoints(
         except DatabaseError as exc:
             errors.append(_storage_error(host, now, exc, record[4]))
     return errors
+
+
+def _update_hosts(hosts: Sequence[Host]) -> None:
+    """Write every polled host's current columns in one UPDATE ... FROM (VALUES ...).
+
+    Django's bulk_update builds a CASE per column per row, which cost more CPU than the
+    whole rest of a poll; one VALUES list is a single cheap statement.
+    """
+    if not hosts:
+        return
+    names = list(_HOST_COLUMNS)
+    row = "(" + ", ".join(["%s"] + [f"%s::{t}" for t in _HOST_COLUMNS.values()]) + ")"
+    assignments = ", ".join(f"{name} = v.{name}" for name in names)
+    sql = (
+        f"UPDATE {Host._meta.db_table} AS h SET {assignments} "
+        f"FROM (VALUES {', '.join([row] * len(hosts))}) AS v(id, {', '.join(names)}) "
+        "WHERE h.id = v.id"
+    )
+    params: list[Any] = []
+    for host in hosts:
+        params += [host.pk, host.status, host.status_reason, host.lifecycle_state,
+                   host.last_seen_at, host.last_polled_at, Jsonb(host.latest)]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
 
 
 def _copy(records: Sequence[tuple[Any, ...]]) -> None:

@@ -6,6 +6,7 @@ from django.contrib.postgres.indexes import BrinIndex
 from django.db import models
 
 from agent.lifecycle import LifecycleState
+from monitor import summary
 
 LIFECYCLE_CHOICES = [(state.value, state.value.replace("_", " ")) for state in LifecycleState]
 
@@ -41,6 +42,10 @@ class Host(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def figures(self) -> dict[str, str]:
+        return summary.row_figures(self.latest or {})
 
     def is_stale(self, now: datetime, max_age_s: float) -> bool:
         return self.last_seen_at is None or now - self.last_seen_at > timedelta(seconds=max_age_s)

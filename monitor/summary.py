@@ -71,6 +71,33 @@ def _vllm_figures(cp: Checkpoint) -> dict[str, Any]:
     return figures
 
 
+def row_figures(latest: dict[str, Any]) -> dict[str, str]:
+    """Return the fleet row's cells as text ("-" where not measured), from `summarize` output.
+
+    Formatted here rather than with template filters: a fleet row is re-rendered for every
+    poll of every host, and filters cost several times more than these f-strings.
+    """
+    used, total, pct = (latest.get(k) for k in ("gpu_mem_used_gb", "gpu_mem_total_gb",
+                                                  "gpu_mem_used_pct"))
+    running, waiting = latest.get("requests_running"), latest.get("requests_waiting")
+    return {
+        "gpu_mem": "-" if used is None else f"{used:.1f} / {total or 0:.0f} GB ({pct or 0:.0f}%)",
+        "kv": _fmt(latest.get("kv_cache_usage_pct"), "{:.1f}%"),
+        "requests": "-" if running is None else f"{running:.0f} / {waiting or 0:.0f}",
+        "tokens_per_s": _fmt(latest.get("generation_tokens_per_s"), "{:.0f}"),
+        "ttft_p99": _fmt_ms(latest.get("ttft_p99_s")),
+        "itl_p99": _fmt_ms(latest.get("itl_p99_s")),
+    }
+
+
+def _fmt(value: float | None, template: str) -> str:
+    return "-" if value is None else template.format(value)
+
+
+def _fmt_ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{1000 * seconds:.0f} ms"
+
+
 def host_status(cp: Checkpoint) -> tuple[str, str]:
     """Return (status, reason) for a host whose agent sent this checkpoint."""
     if cp.lifecycle_state == LifecycleState.SERVING:
