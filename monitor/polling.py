@@ -54,7 +54,7 @@ async def poll_hosts(
     max_bytes: int,
 ) -> list[PollResult]:
     """Return one PollResult per target, in order; one host's failure never touches another's."""
-    connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=2, force_close=False)
+    connector = aiohttp.TCPConnector(limit=concurrency)
     timeout = aiohttp.ClientTimeout(total=timeout_s)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         return list(await asyncio.gather(*(_poll(session, t, max_bytes) for t in targets)))
