@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-agent browser clean
+.PHONY: demo test lint bench browser clean
 
 $(INSTALLED): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11 or newer is needed")'
@@ -37,11 +37,12 @@ lint: $(INSTALLED)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy agent learning mitigations
 
+# Figures, not pass/fail: the data path with real simulated agents, one worker at full rate
+# (replayed checkpoints), and the agent's own cost on a host.
 bench: $(INSTALLED)
-	$(PY) bench/ingest
-
-bench-agent: $(INSTALLED)
-	$(PY) bench/agent_cost.py
+	$(PY) bench/ingest --agents 100
+	$(PY) bench/ingest --replay --agents 1000
+	$(PY) bench/agent_cost.py --checkpoints 30 --interval-s 1.0
 
 clean:
 	rm -rf $(VENV) .sentinel

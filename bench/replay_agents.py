@@ -50,8 +50,13 @@ def app(recorded: list, names: list[str]) -> web.Application:  # type: ignore[ty
             return web.Response(status=401)
         name = request.match_info["host"]
         seq[name] += 1
-        cp = replace(recorded[int(name[4:]) % len(recorded)], host=name, seq=seq[name],
-                     agent_started_at=started, collected_at=time.time())
+        cp = replace(
+            recorded[int(name[4:]) % len(recorded)],
+            host=name,
+            seq=seq[name],
+            agent_started_at=started,
+            collected_at=time.time(),
+        )
         return web.Response(body=encode(cp), content_type="application/json")
 
     application = web.Application()
@@ -71,8 +76,15 @@ async def main() -> None:
     site = web.TCPSite(runner, "127.0.0.1", 0, backlog=4096)
     await site.start()
     port = runner.addresses[0][1]
-    hosts = [{"name": n, "agent_url": f"http://127.0.0.1:{port}/h/{n}", "token": TOKEN,
-              "model": recorded[0].vllm.model_name if recorded[0].vllm else ""} for n in names]
+    hosts = [
+        {
+            "name": n,
+            "agent_url": f"http://127.0.0.1:{port}/h/{n}",
+            "token": TOKEN,
+            "model": recorded[0].vllm.model_name if recorded[0].vllm else "",
+        }
+        for n in names
+    ]
     args.manifest.write_bytes(msgspec.json.encode({"hosts": hosts}))
     print(json.dumps({"port": port, "hosts": len(names)}), flush=True)
     await asyncio.Event().wait()

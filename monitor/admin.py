@@ -5,12 +5,26 @@ from monitor.models import Checkpoint, Host, IngestError, LifecycleTransition
 
 @admin.register(Host)
 class HostAdmin(admin.ModelAdmin):
-    list_display = ["name", "agent_url", "model_name", "enabled", "status", "lifecycle_state",
-                    "last_seen_at"]
+    list_display = [
+        "name",
+        "agent_url",
+        "model_name",
+        "enabled",
+        "status",
+        "lifecycle_state",
+        "last_seen_at",
+    ]
     list_filter = ["enabled", "status", "lifecycle_state"]
     search_fields = ["name", "model_name", "agent_url"]
-    readonly_fields = ["status", "status_reason", "lifecycle_state", "last_seen_at",
-                       "last_polled_at", "latest", "created_at"]
+    readonly_fields = [
+        "status",
+        "status_reason",
+        "lifecycle_state",
+        "last_seen_at",
+        "last_polled_at",
+        "latest",
+        "created_at",
+    ]
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):

@@ -118,7 +118,10 @@ def _apply_checkpoint(
     if state != host.lifecycle_state:
         transitions.append(
             LifecycleTransition(
-                host=host, at=at, from_state=host.lifecycle_state, to_state=state,
+                host=host,
+                at=at,
+                from_state=host.lifecycle_state,
+                to_state=state,
                 trigger=cp.lifecycle_detail,
             )
         )
@@ -132,7 +135,9 @@ def _apply_checkpoint(
 def _insert_checkpoints(
     rows: Sequence[tuple[Host, Checkpoint, datetime]], now: datetime
 ) -> list[IngestError]:
-    records = [(host.pk, at, now, cp.lifecycle_state.value, _json_text(cp)) for host, cp, at in rows]
+    records = [
+        (host.pk, at, now, cp.lifecycle_state.value, _json_text(cp)) for host, cp, at in rows
+    ]
     if not records:
         return []
     try:
@@ -169,8 +174,15 @@ def _update_hosts(hosts: Sequence[Host]) -> None:
     )
     params: list[Any] = []
     for host in hosts:
-        params += [host.pk, host.status, host.status_reason, host.lifecycle_state,
-                   host.last_seen_at, host.last_polled_at, Jsonb(host.latest)]
+        params += [
+            host.pk,
+            host.status,
+            host.status_reason,
+            host.lifecycle_state,
+            host.last_seen_at,
+            host.last_polled_at,
+            Jsonb(host.latest),
+        ]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
 
@@ -190,7 +202,9 @@ def _json_text(cp: Checkpoint) -> str:
 def _storage_error(host: Host, now: datetime, exc: DatabaseError, text: str) -> IngestError:
     host.status, host.status_reason = Host.Status.DEGRADED, f"checkpoint not stored: {exc}"[:500]
     return IngestError(
-        host=host, at=now, kind=IngestError.Kind.INVALID_PAYLOAD,
+        host=host,
+        at=now,
+        kind=IngestError.Kind.INVALID_PAYLOAD,
         message=f"the database refused the checkpoint: {exc}",
         payload_excerpt=text[: polling.EXCERPT_CHARS],
     )

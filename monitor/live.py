@@ -40,19 +40,31 @@ def hosts_updated(report: StoreReport) -> None:
         return
     stored_at = time.time()
     messages: list[tuple[str, HostsUpdated | CheckpointsStored]] = [
-        (FLEET_GROUP, HostsUpdated(type="hosts_updated", html=render_rows(report.changed_hosts, stored_at), stored_at=stored_at)),
+        (
+            FLEET_GROUP,
+            HostsUpdated(
+                type="hosts_updated",
+                html=render_rows(report.changed_hosts, stored_at),
+                stored_at=stored_at,
+            ),
+        ),
     ]
     if report.stored:
         points = {str(host.pk): figures for host, figures in report.stored}
         messages.append(
-            (CHECKPOINTS_GROUP, CheckpointsStored(type="checkpoints_stored", points=points, stored_at=stored_at))
+            (
+                CHECKPOINTS_GROUP,
+                CheckpointsStored(type="checkpoints_stored", points=points, stored_at=stored_at),
+            )
         )
     async_to_sync(_send)(messages)
 
 
 def render_rows(hosts: list[Host], stored_at: float | None = None) -> str:
     return "".join(
-        render_to_string("monitor/_host_row.html", {"host": host, "oob": True, "stored_at": stored_at})
+        render_to_string(
+            "monitor/_host_row.html", {"host": host, "oob": True, "stored_at": stored_at}
+        )
         for host in hosts
     )
 

@@ -17,7 +17,9 @@ class RegistrationError(ValueError):
     pass
 
 
-def register_host(*, name: str, agent_url: str, token: str, model_name: str = "") -> tuple[Host, bool]:
+def register_host(
+    *, name: str, agent_url: str, token: str, model_name: str = ""
+) -> tuple[Host, bool]:
     """Return (host, created) after creating or updating the host called `name`."""
     if not name or len(name) > 200:
         raise RegistrationError(f"host name {name!r}: use 1 to 200 characters")
@@ -50,6 +52,10 @@ def _register_entry(entry: dict[str, Any]) -> Host:
     try:
         name, url, token = entry["name"], entry["agent_url"], entry["token"]
     except (KeyError, TypeError):
-        raise RegistrationError(f"manifest entry {entry!r} needs name, agent_url and token") from None
-    host, _ = register_host(name=name, agent_url=url, token=token, model_name=entry.get("model", ""))
+        raise RegistrationError(
+            f"manifest entry {entry!r} needs name, agent_url and token"
+        ) from None
+    host, _ = register_host(
+        name=name, agent_url=url, token=token, model_name=entry.get("model", "")
+    )
     return host

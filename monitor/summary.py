@@ -77,8 +77,9 @@ def row_figures(latest: dict[str, Any]) -> dict[str, str]:
     Formatted here rather than with template filters: a fleet row is re-rendered for every
     poll of every host, and filters cost several times more than these f-strings.
     """
-    used, total, pct = (latest.get(k) for k in ("gpu_mem_used_gb", "gpu_mem_total_gb",
-                                                  "gpu_mem_used_pct"))
+    used, total, pct = (
+        latest.get(k) for k in ("gpu_mem_used_gb", "gpu_mem_total_gb", "gpu_mem_used_pct")
+    )
     running, waiting = latest.get("requests_running"), latest.get("requests_waiting")
     return {
         "gpu_mem": "-" if used is None else f"{used:.1f} / {total or 0:.0f} GB ({pct or 0:.0f}%)",

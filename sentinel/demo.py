@@ -92,9 +92,19 @@ def _start_fleet(
     manifest.unlink(missing_ok=True)
     simulator = group.start(
         "simulator",
-        [str(BIN / "sentinel-simulate"), "--hosts", str(args.hosts), "--seed", str(args.seed),
-         "--scenario", args.scenario, "--manifest", str(manifest),
-         "--log-dir", str(data_dir / "vllm-logs")],
+        [
+            str(BIN / "sentinel-simulate"),
+            "--hosts",
+            str(args.hosts),
+            "--seed",
+            str(args.seed),
+            "--scenario",
+            args.scenario,
+            "--manifest",
+            str(manifest),
+            "--log-dir",
+            str(data_dir / "vllm-logs"),
+        ],
         env,
     )
     deadline = time.monotonic() + MANIFEST_TIMEOUT_S
@@ -105,11 +115,19 @@ def _start_fleet(
     print(_manage(env, "register_fleet", str(manifest)).strip(), flush=True)
 
 
-def _start_control_plane(group: ProcessGroup, env: dict[str, str], args: argparse.Namespace) -> None:
-    group.start("web", [str(BIN / "daphne"), "-b", args.bind, "-p", str(args.port),
-                        "sentinel.asgi:application"], env)
-    group.start("worker", [str(BIN / "celery"), "-A", "sentinel", "worker", "-l", "info",
-                           "--concurrency", "2"], env)
+def _start_control_plane(
+    group: ProcessGroup, env: dict[str, str], args: argparse.Namespace
+) -> None:
+    group.start(
+        "web",
+        [str(BIN / "daphne"), "-b", args.bind, "-p", str(args.port), "sentinel.asgi:application"],
+        env,
+    )
+    group.start(
+        "worker",
+        [str(BIN / "celery"), "-A", "sentinel", "worker", "-l", "info", "--concurrency", "2"],
+        env,
+    )
     group.start("beat", [str(BIN / "celery"), "-A", "sentinel", "beat", "-l", "info"], env)
 
 
@@ -128,8 +146,10 @@ def _watch(group: ProcessGroup) -> int:
     while True:
         exited = group.first_exited()
         if exited is not None:
-            print(f"{exited.name} exited with {exited.process.returncode}; stopping the demo",
-                  file=sys.stderr)
+            print(
+                f"{exited.name} exited with {exited.process.returncode}; stopping the demo",
+                file=sys.stderr,
+            )
             return 1
         time.sleep(0.5)
 
@@ -137,7 +157,10 @@ def _watch(group: ProcessGroup) -> int:
 def _manage(env: dict[str, str], *args: str) -> str:
     result = subprocess.run(
         [sys.executable, str(BASE_DIR / "manage.py"), *args],
-        env=env, capture_output=True, text=True, check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if result.returncode != 0:
         raise DemoError(f"manage.py {args[0]} failed:\n{result.stderr.strip()}")

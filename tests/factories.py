@@ -55,14 +55,26 @@ def make_checkpoint(
         lifecycle_state=lifecycle_state,
         lifecycle_detail=lifecycle_detail,
         vllm=_vllm(
-            kv_cache_usage_pct, requests_running, requests_waiting, generation_tokens_per_s,
-            prompt_tokens_per_s, ttft_p99_s, itl_p99_s,
-        ) if vllm else None,
+            kv_cache_usage_pct,
+            requests_running,
+            requests_waiting,
+            generation_tokens_per_s,
+            prompt_tokens_per_s,
+            ttft_p99_s,
+            itl_p99_s,
+        )
+        if vllm
+        else None,
         gpus=[
             Gpu(
-                index=0, uuid="GPU-5f1c0e6a", name="NVIDIA H100 80GB HBM3",
-                memory_used_bytes=gpu_memory_used_bytes, memory_total_bytes=gpu_memory_total_bytes,
-                utilization_gpu_pct=87.0, temperature_c=gpu_temperature_c, power_w=540.0,
+                index=0,
+                uuid="GPU-5f1c0e6a",
+                name="NVIDIA H100 80GB HBM3",
+                memory_used_bytes=gpu_memory_used_bytes,
+                memory_total_bytes=gpu_memory_total_bytes,
+                utilization_gpu_pct=87.0,
+                temperature_c=gpu_temperature_c,
+                power_w=540.0,
                 power_limit_w=700.0,
             )
         ],
@@ -72,7 +84,12 @@ def make_checkpoint(
 
 
 def _vllm(
-    kv: float, running: float, waiting: float, gen: float, prompt: float, ttft99: float,
+    kv: float,
+    running: float,
+    waiting: float,
+    gen: float,
+    prompt: float,
+    ttft99: float,
     itl99: float,
 ) -> Vllm:
     return Vllm(
@@ -88,10 +105,12 @@ def _vllm(
         totals={"generation_tokens": 1.2e7, "prompt_tokens": 2.6e7},
         rates=Rates(generation_tokens_per_s=gen, prompt_tokens_per_s=prompt, preemptions_per_s=0.0),
         latency={
-            "ttft": LatencySummary(count=40, mean_s=ttft99 / 3, p50_s=ttft99 / 4, p90_s=ttft99 / 2,
-                                   p99_s=ttft99),
-            "itl": LatencySummary(count=9000, mean_s=itl99 / 2, p50_s=itl99 / 2,
-                                  p90_s=itl99 * 0.8, p99_s=itl99),
+            "ttft": LatencySummary(
+                count=40, mean_s=ttft99 / 3, p50_s=ttft99 / 4, p90_s=ttft99 / 2, p99_s=ttft99
+            ),
+            "itl": LatencySummary(
+                count=9000, mean_s=itl99 / 2, p50_s=itl99 / 2, p90_s=itl99 * 0.8, p99_s=itl99
+            ),
         },
         forward_progress=True,
         interval_s=5.0,

@@ -6,76 +6,175 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='Host',
+            name="Host",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=200, unique=True)),
-                ('agent_url', models.URLField(help_text='e.g. http://gpu-01:9300', max_length=500)),
-                ('agent_token', models.CharField(help_text='Bearer token the agent expects', max_length=200)),
-                ('model_name', models.CharField(blank=True, max_length=300)),
-                ('enabled', models.BooleanField(default=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('status', models.CharField(choices=[('unknown', 'Unknown'), ('up', 'Up'), ('degraded', 'Degraded'), ('unreachable', 'Unreachable')], default='unknown', max_length=20)),
-                ('status_reason', models.CharField(blank=True, max_length=500)),
-                ('lifecycle_state', models.CharField(choices=[('unknown', 'unknown'), ('pre_startup', 'pre startup'), ('initializing', 'initializing'), ('loading_weights', 'loading weights'), ('profiling_memory', 'profiling memory'), ('allocating_kv_cache', 'allocating kv cache'), ('capturing_cuda_graphs', 'capturing cuda graphs'), ('starting_api_server', 'starting api server'), ('serving', 'serving'), ('degraded', 'degraded'), ('sleeping', 'sleeping'), ('draining', 'draining'), ('stopping', 'stopping'), ('stopped', 'stopped'), ('failed_cuda_oom', 'failed cuda oom'), ('failed_kv_cache_exhausted', 'failed kv cache exhausted'), ('failed_nccl', 'failed nccl'), ('failed_engine_dead', 'failed engine dead'), ('failed_hang', 'failed hang'), ('failed_model_load', 'failed model load'), ('failed_config', 'failed config'), ('failed_gpu_hardware', 'failed gpu hardware'), ('failed_system_resource', 'failed system resource'), ('failed_other', 'failed other')], default='unknown', max_length=40)),
-                ('last_seen_at', models.DateTimeField(blank=True, null=True)),
-                ('last_polled_at', models.DateTimeField(blank=True, null=True)),
-                ('latest', models.JSONField(blank=True, default=dict)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=200, unique=True)),
+                ("agent_url", models.URLField(help_text="e.g. http://gpu-01:9300", max_length=500)),
+                (
+                    "agent_token",
+                    models.CharField(help_text="Bearer token the agent expects", max_length=200),
+                ),
+                ("model_name", models.CharField(blank=True, max_length=300)),
+                ("enabled", models.BooleanField(default=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("unknown", "Unknown"),
+                            ("up", "Up"),
+                            ("degraded", "Degraded"),
+                            ("unreachable", "Unreachable"),
+                        ],
+                        default="unknown",
+                        max_length=20,
+                    ),
+                ),
+                ("status_reason", models.CharField(blank=True, max_length=500)),
+                (
+                    "lifecycle_state",
+                    models.CharField(
+                        choices=[
+                            ("unknown", "unknown"),
+                            ("pre_startup", "pre startup"),
+                            ("initializing", "initializing"),
+                            ("loading_weights", "loading weights"),
+                            ("profiling_memory", "profiling memory"),
+                            ("allocating_kv_cache", "allocating kv cache"),
+                            ("capturing_cuda_graphs", "capturing cuda graphs"),
+                            ("starting_api_server", "starting api server"),
+                            ("serving", "serving"),
+                            ("degraded", "degraded"),
+                            ("sleeping", "sleeping"),
+                            ("draining", "draining"),
+                            ("stopping", "stopping"),
+                            ("stopped", "stopped"),
+                            ("failed_cuda_oom", "failed cuda oom"),
+                            ("failed_kv_cache_exhausted", "failed kv cache exhausted"),
+                            ("failed_nccl", "failed nccl"),
+                            ("failed_engine_dead", "failed engine dead"),
+                            ("failed_hang", "failed hang"),
+                            ("failed_model_load", "failed model load"),
+                            ("failed_config", "failed config"),
+                            ("failed_gpu_hardware", "failed gpu hardware"),
+                            ("failed_system_resource", "failed system resource"),
+                            ("failed_other", "failed other"),
+                        ],
+                        default="unknown",
+                        max_length=40,
+                    ),
+                ),
+                ("last_seen_at", models.DateTimeField(blank=True, null=True)),
+                ("last_polled_at", models.DateTimeField(blank=True, null=True)),
+                ("latest", models.JSONField(blank=True, default=dict)),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='Checkpoint',
+            name="Checkpoint",
             fields=[
-                ('id', models.BigAutoField(primary_key=True, serialize=False)),
-                ('collected_at', models.DateTimeField()),
-                ('received_at', models.DateTimeField()),
-                ('lifecycle_state', models.CharField(max_length=40)),
-                ('data', models.JSONField()),
-                ('host', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, to='monitor.host')),
+                ("id", models.BigAutoField(primary_key=True, serialize=False)),
+                ("collected_at", models.DateTimeField()),
+                ("received_at", models.DateTimeField()),
+                ("lifecycle_state", models.CharField(max_length=40)),
+                ("data", models.JSONField()),
+                (
+                    "host",
+                    models.ForeignKey(
+                        db_index=False,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        to="monitor.host",
+                    ),
+                ),
             ],
             options={
-                'indexes': [models.Index(fields=['host', 'collected_at'], name='checkpoint_host_time'), django.contrib.postgres.indexes.BrinIndex(fields=['received_at'], name='checkpoint_received_brin')],
+                "indexes": [
+                    models.Index(fields=["host", "collected_at"], name="checkpoint_host_time"),
+                    django.contrib.postgres.indexes.BrinIndex(
+                        fields=["received_at"], name="checkpoint_received_brin"
+                    ),
+                ],
             },
         ),
         migrations.CreateModel(
-            name='IngestError',
+            name="IngestError",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('at', models.DateTimeField()),
-                ('kind', models.CharField(choices=[('timeout', 'Timeout'), ('connection', 'Connection'), ('http_status', 'Http Status'), ('invalid_payload', 'Invalid Payload'), ('too_large', 'Too Large'), ('wrong_host', 'Wrong Host')], max_length=20)),
-                ('message', models.TextField()),
-                ('payload_excerpt', models.TextField(blank=True)),
-                ('host', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='ingest_errors', to='monitor.host')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("at", models.DateTimeField()),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("timeout", "Timeout"),
+                            ("connection", "Connection"),
+                            ("http_status", "Http Status"),
+                            ("invalid_payload", "Invalid Payload"),
+                            ("too_large", "Too Large"),
+                            ("wrong_host", "Wrong Host"),
+                        ],
+                        max_length=20,
+                    ),
+                ),
+                ("message", models.TextField()),
+                ("payload_excerpt", models.TextField(blank=True)),
+                (
+                    "host",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="ingest_errors",
+                        to="monitor.host",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-at'],
-                'indexes': [models.Index(fields=['host', '-at'], name='ingest_error_host_time')],
+                "ordering": ["-at"],
+                "indexes": [models.Index(fields=["host", "-at"], name="ingest_error_host_time")],
             },
         ),
         migrations.CreateModel(
-            name='LifecycleTransition',
+            name="LifecycleTransition",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('at', models.DateTimeField()),
-                ('from_state', models.CharField(max_length=40)),
-                ('to_state', models.CharField(max_length=40)),
-                ('trigger', models.TextField(blank=True)),
-                ('host', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='transitions', to='monitor.host')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("at", models.DateTimeField()),
+                ("from_state", models.CharField(max_length=40)),
+                ("to_state", models.CharField(max_length=40)),
+                ("trigger", models.TextField(blank=True)),
+                (
+                    "host",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="transitions",
+                        to="monitor.host",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-at'],
-                'indexes': [models.Index(fields=['host', '-at'], name='transition_host_time')],
+                "ordering": ["-at"],
+                "indexes": [models.Index(fields=["host", "-at"], name="transition_host_time")],
             },
         ),
     ]

@@ -10,9 +10,16 @@ from contextlib import contextmanager
 import pytest
 
 CHROMIUM_FLAGS = (
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--disable-quic", "--no-first-run",
-    "--disable-dev-shm-usage", "--window-size=1400,900",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-dev-shm-usage",
+    "--window-size=1400,900",
 )
 
 
@@ -26,7 +33,9 @@ def chromium_paths() -> tuple[str, str] | None:
 def chromium() -> Iterator[object]:
     paths = chromium_paths()
     if paths is None:
-        pytest.skip("Chromium and chromedriver are not installed (apt-get install chromium chromium-driver)")
+        pytest.skip(
+            "Chromium and chromedriver are not installed (apt-get install chromium chromium-driver)"
+        )
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 

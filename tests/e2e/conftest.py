@@ -35,7 +35,9 @@ class ControlPlane:
     log_dir: Path
 
     def logs(self) -> str:
-        return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in self.log_dir.glob("*.log"))
+        return "\n".join(
+            f"--- {p.name}\n{p.read_text()[-3000:]}" for p in self.log_dir.glob("*.log")
+        )
 
 
 def _test_database_url() -> str:
@@ -89,16 +91,56 @@ def control_plane(transactional_db, tmp_path) -> Iterator[ControlPlane]:  # type
     manifest = tmp_path / "fleet.json"
     port = _free_port()
     try:
-        group.start("simulator", [str(BIN / "sentinel-simulate"), "--hosts", "3", "--seed", "11",
-                                  "--manifest", str(manifest)], env)
+        group.start(
+            "simulator",
+            [
+                str(BIN / "sentinel-simulate"),
+                "--hosts",
+                "3",
+                "--seed",
+                "11",
+                "--manifest",
+                str(manifest),
+            ],
+            env,
+        )
         _wait_for_file(manifest, group)
         hosts = registry.register_manifest(manifest)
-        group.start("web", [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port),
-                            "sentinel.asgi:application"], env)
-        group.start("worker", [str(BIN / "celery"), "-A", "sentinel", "worker", "-l", "info",
-                               "--concurrency", "1", "--without-gossip", "--without-mingle"], env)
-        group.start("beat", [str(BIN / "celery"), "-A", "sentinel", "beat", "-l", "info",
-                             "-s", str(tmp_path / "beat-schedule")], env)
+        group.start(
+            "web",
+            [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), "sentinel.asgi:application"],
+            env,
+        )
+        group.start(
+            "worker",
+            [
+                str(BIN / "celery"),
+                "-A",
+                "sentinel",
+                "worker",
+                "-l",
+                "info",
+                "--concurrency",
+                "1",
+                "--without-gossip",
+                "--without-mingle",
+            ],
+            env,
+        )
+        group.start(
+            "beat",
+            [
+                str(BIN / "celery"),
+                "-A",
+                "sentinel",
+                "beat",
+                "-l",
+                "info",
+                "-s",
+                str(tmp_path / "beat-schedule"),
+            ],
+            env,
+        )
         _wait_for_port(port, group)
         plane = ControlPlane(url=f"http://127.0.0.1:{port}", hosts=hosts, log_dir=tmp_path / "logs")
         yield plane

@@ -23,7 +23,9 @@ def _wait_until(condition, timeout_s: float, plane: ControlPlane) -> None:  # ty
         time.sleep(0.2)
 
 
-def test_it_stores_checkpoints_from_every_host_within_a_few_polls(control_plane: ControlPlane) -> None:
+def test_it_stores_checkpoints_from_every_host_within_a_few_polls(
+    control_plane: ControlPlane,
+) -> None:
     names = {host.name for host in control_plane.hosts}
 
     def every_host_serves_twice() -> bool:
@@ -45,7 +47,9 @@ def test_it_stores_checkpoints_from_every_host_within_a_few_polls(control_plane:
     assert row.data["gpus"][0]["memory_total_bytes"] > 0
 
 
-def test_it_pushes_each_stored_poll_to_a_logged_in_websocket(control_plane: ControlPlane, alice) -> None:  # type: ignore[no-untyped-def]
+def test_it_pushes_each_stored_poll_to_a_logged_in_websocket(
+    control_plane: ControlPlane, alice
+) -> None:  # type: ignore[no-untyped-def]
     client = Client()
     client.force_login(alice)
     cookie = f"sessionid={client.cookies['sessionid'].value}"
@@ -53,7 +57,10 @@ def test_it_pushes_each_stored_poll_to_a_logged_in_websocket(control_plane: Cont
 
     async def receive_two_updates() -> list[str]:
         headers = {"Cookie": cookie, "Origin": control_plane.url}
-        async with aiohttp.ClientSession() as session, session.ws_connect(ws_url, headers=headers) as ws:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.ws_connect(ws_url, headers=headers) as ws,
+        ):
             return [(await ws.receive(timeout=15)).data for _ in range(2)]
 
     messages = asyncio.run(receive_two_updates())
@@ -68,8 +75,9 @@ def test_it_refuses_a_websocket_without_a_session(control_plane: ControlPlane) -
     ws_url = control_plane.url.replace("http", "ws") + "/ws/fleet/"
 
     async def connect() -> None:
-        async with aiohttp.ClientSession() as session, session.ws_connect(
-            ws_url, headers={"Origin": control_plane.url}
+        async with (
+            aiohttp.ClientSession() as session,
+            session.ws_connect(ws_url, headers={"Origin": control_plane.url}),
         ):
             pass
 

@@ -30,7 +30,11 @@ def test_it_runs_the_demo_and_leaves_no_orphans_on_ctrl_c(transactional_db, tmp_
     port = _free_port()
     demo = subprocess.Popen(
         [sys.executable, "-m", "sentinel.demo", "--hosts", "2", "--port", str(port)],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         banner = _read_until(demo, "Ctrl-C stops everything", timeout_s=60)

@@ -23,8 +23,12 @@ def _store(host: Host, **changes) -> None:  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def host() -> Host:
-    return Host.objects.create(name="gpu-01", agent_url="http://127.0.0.1:1", agent_token="t",
-                               model_name="meta-llama/Llama-3.1-8B-Instruct")
+    return Host.objects.create(
+        name="gpu-01",
+        agent_url="http://127.0.0.1:1",
+        agent_token="t",
+        model_name="meta-llama/Llama-3.1-8B-Instruct",
+    )
 
 
 @pytest.mark.parametrize("name", ["fleet", "host_detail", "host_series"])

@@ -38,7 +38,10 @@ def test_it_registers_every_host_of_a_manifest_and_updates_on_rerun(tmp_path) ->
         ({"servers": []}, "not a fleet manifest"),
         ({"hosts": {"gpu-01": {}}}, "'hosts' must be a list"),
         ({"hosts": [{"name": "gpu-01"}]}, "needs name, agent_url and token"),
-        ({"hosts": [{"name": "gpu-01", "agent_url": "ftp://x", "token": "t"}]}, "is not an http(s) URL"),
+        (
+            {"hosts": [{"name": "gpu-01", "agent_url": "ftp://x", "token": "t"}]},
+            "is not an http(s) URL",
+        ),
         ({"hosts": [{"name": "gpu-01", "agent_url": "http://x:1", "token": ""}]}, "token is empty"),
     ],
 )

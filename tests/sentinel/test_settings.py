@@ -15,7 +15,7 @@ def test_it_refuses_a_malformed_boolean(monkeypatch) -> None:  # type: ignore[no
 
 def test_it_refuses_a_poll_interval_below_one_second(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setenv("POLL_INTERVAL_S", "0.5")
-    with pytest.raises(ImproperlyConfigured, match="must be at least 1.0"):
+    with pytest.raises(ImproperlyConfigured, match=r"must be at least 1\.0"):
         sentinel_settings.envfloat("POLL_INTERVAL_S", "5", minimum=1.0)
     monkeypatch.setenv("POLL_INTERVAL_S", "often")
     with pytest.raises(ImproperlyConfigured, match="use a number"):

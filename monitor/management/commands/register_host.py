@@ -17,9 +17,13 @@ class Command(BaseCommand):
             with open(options["token_file"]) as handle:
                 token = handle.read().strip()
             host, created = registry.register_host(
-                name=options["name"], agent_url=options["agent_url"], token=token,
+                name=options["name"],
+                agent_url=options["agent_url"],
+                token=token,
                 model_name=options["model"],
             )
         except (OSError, registry.RegistrationError) as exc:
             raise CommandError(str(exc)) from None
-        self.stdout.write(f"{'registered' if created else 'updated'} {host.name} at {host.agent_url}")
+        self.stdout.write(
+            f"{'registered' if created else 'updated'} {host.name} at {host.agent_url}"
+        )
