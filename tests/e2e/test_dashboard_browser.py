@@ -25,12 +25,20 @@ def test_it_updates_the_fleet_view_live_in_a_browser(control_plane: ControlPlane
         browser.execute_script("window.__sentinelMarker = 'still here';")
         row = f"host-{host.pk}"
 
+        # Read the row in one script: a swap between two WebDriver calls would leave a
+        # reference to the replaced element.
+        read_row = (
+            "const row = document.getElementById(arguments[0]);"
+            "return [row.dataset.storedAt || null, row.innerText,"
+            " ...['td.kv', 'td.reqs', 'td.tps', 'td.gpu-mem']"
+            ".map((c) => row.querySelector(c).innerText)];"
+        )
+
         def stamp(b):  # type: ignore[no-untyped-def]
-            return b.find_element(By.ID, row).get_attribute("data-stored-at")
+            return b.execute_script(read_row, row)[0]
 
         def figures(b):  # type: ignore[no-untyped-def]
-            cells = ("td.kv", "td.reqs", "td.tps", "td.gpu-mem")
-            return tuple(b.find_element(By.CSS_SELECTOR, f"#{row} {c}").text for c in cells)
+            return tuple(b.execute_script(read_row, row)[2:])
 
         first = WebDriverWait(browser, 20).until(stamp)
         WebDriverWait(browser, 20).until(lambda b: stamp(b) not in (None, first))
@@ -40,4 +48,37 @@ def test_it_updates_the_fleet_view_live_in_a_browser(control_plane: ControlPlane
         WebDriverWait(browser, 30).until(lambda b: figures(b) != shown)
 
         assert browser.execute_script("return window.__sentinelMarker") == "still here"
-        assert host.name in browser.find_element(By.ID, row).text
+        assert host.name in browser.execute_script(read_row, row)[1]
+
+
+def test_it_extends_the_host_charts_as_checkpoints_arrive(
+    control_plane: ControlPlane, alice
+) -> None:  # type: ignore[no-untyped-def]
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    host = control_plane.hosts[0]
+    points = "return (document.getElementById('chart-kv').data || [{x: []}])[0].x.length;"
+    with chromium() as browser:
+        browser.get(control_plane.url + "/login/?next=/hosts/" + host.name + "/")
+        browser.find_element(By.ID, "id_username").send_keys("alice")
+        browser.find_element(By.ID, "id_password").send_keys("alice-password-1")
+        browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        WebDriverWait(browser, 20).until(
+            lambda b: b.find_element(By.ID, "live-status").text == "live"
+        )
+        browser.execute_script("window.__sentinelMarker = 'still here';")
+        drawn = browser.execute_script(points)
+        WebDriverWait(browser, 20).until(lambda b: b.execute_script(points) >= drawn + 2)
+
+        assert browser.execute_script("return window.__sentinelMarker") == "still here"
+        titles = browser.execute_script(
+            "return [...document.querySelectorAll('.chart')].map((c) => c.layout.title.text);"
+        )
+        assert titles == [
+            "GPU memory (GB)",
+            "KV cache usage (%)",
+            "Requests",
+            "Throughput (tokens/s)",
+            "Latency (s)",
+        ]
