@@ -66,7 +66,8 @@ CHECKPOINT_VERSION = 1
 
 NonNeg = Annotated[float, msgspec.Meta(ge=0)]
 Pct = Annotated[float, msgspec.Meta(ge=0, le=100)]
-EpochS = Annotated[float, msgspec.Meta(ge=0)]
+# Up to the year 2286: a larger value is a broken clock or a unit mistake (ms, ns).
+EpochS = Annotated[float, msgspec.Meta(ge=0, le=10_000_000_000)]
 Count = Annotated[int, msgspec.Meta(ge=0)]
 
 # Keys of Vllm.totals: raw counter values as exposed (tokens, requests, preemptions, ...).

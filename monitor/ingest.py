@@ -52,6 +52,10 @@ def store_poll_results(
 ) -> StoreReport:
     """Store what a poll brought and bring each polled host's status up to date."""
     report = StoreReport()
+    # A host deleted while its poll was in flight has nothing left to store into.
+    alive = set(Host.objects.filter(pk__in=hosts).values_list("pk", flat=True))
+    hosts = {pk: host for pk, host in hosts.items() if pk in alive}
+    results = [r for r in results if r.target.host_id in alive]
     rows: list[tuple[Host, Checkpoint, datetime]] = []
     errors: list[IngestError] = []
     transitions: list[LifecycleTransition] = []
@@ -80,7 +84,7 @@ def _record_failure(
 ) -> list[IngestError]:
     report.failed += 1
     status = Host.Status.UNREACHABLE if result.unreachable else Host.Status.DEGRADED
-    reason = result.error[:500]
+    reason = _text(result.error)[:500]
     # Record a new episode, not every repeat of the same one (a dead host is polled each second).
     is_new = host.status != status or host.status_reason != reason
     host.status, host.status_reason = status, reason
@@ -91,8 +95,8 @@ def _record_failure(
             host=host,
             at=now,
             kind=result.error_kind,
-            message=result.error,
-            payload_excerpt=polling.excerpt(result.payload),
+            message=_text(result.error),
+            payload_excerpt=_text(polling.excerpt(result.payload)),
         )
     ]
 
@@ -122,10 +126,11 @@ def _apply_checkpoint(
                 at=at,
                 from_state=host.lifecycle_state,
                 to_state=state,
-                trigger=cp.lifecycle_detail,
+                trigger=_text(cp.lifecycle_detail),
             )
         )
-    host.status, host.status_reason = summary.host_status(cp)
+    host.status, reason = summary.host_status(cp)
+    host.status_reason = _text(reason)[:500]
     host.lifecycle_state = state
     host.last_seen_at = now
     host.latest = figures
@@ -190,9 +195,16 @@ def _update_hosts(hosts: Sequence[Host]) -> None:
 def _copy(records: Sequence[tuple[Any, ...]]) -> None:
     table = CheckpointRow._meta.db_table
     columns = "host_id, collected_at, received_at, lifecycle_state, data"
-    with connection.cursor() as cursor, cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
-        for record in records:
-            copy.write_row(record)
+    # COPY goes to psycopg directly; wrap its errors as Django's, like every other query.
+    with connection.wrap_database_errors, connection.cursor() as cursor:
+        with cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+            for record in records:
+                copy.write_row(record)
+
+
+def _text(value: str) -> str:
+    """Return agent-supplied text fit for a PostgreSQL text column (no NUL characters)."""
+    return value.replace("\x00", "\ufffd")
 
 
 def _json_text(cp: Checkpoint) -> str:
@@ -206,5 +218,5 @@ def _storage_error(host: Host, now: datetime, exc: DatabaseError, text: str) -> 
         at=now,
         kind=IngestError.Kind.INVALID_PAYLOAD,
         message=f"the database refused the checkpoint: {exc}",
-        payload_excerpt=text[: polling.EXCERPT_CHARS],
+        payload_excerpt=_text(text[: polling.EXCERPT_CHARS]),
     )
