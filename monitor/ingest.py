@@ -196,10 +196,13 @@ def _copy(records: Sequence[tuple[Any, ...]]) -> None:
     table = CheckpointRow._meta.db_table
     columns = "host_id, collected_at, received_at, lifecycle_state, data"
     # COPY goes to psycopg directly; wrap its errors as Django's, like every other query.
-    with connection.wrap_database_errors, connection.cursor() as cursor:
-        with cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
-            for record in records:
-                copy.write_row(record)
+    with (
+        connection.wrap_database_errors,
+        connection.cursor() as cursor,
+        cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy,
+    ):
+        for record in records:
+            copy.write_row(record)
 
 
 def _text(value: str) -> str:

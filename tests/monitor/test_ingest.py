@@ -40,8 +40,8 @@ def test_it_stores_the_rest_of_a_batch_when_the_database_refuses_one_row() -> No
         # A real refusal from PostgreSQL, for one row only.
         cursor.execute(
             "CREATE FUNCTION refuse_gpu02() RETURNS trigger AS $$ BEGIN "
-            "IF NEW.host_id = %s THEN RAISE EXCEPTION 'row refused for the test'; END IF; "
-            "RETURN NEW; END $$ LANGUAGE plpgsql" % hosts[1].pk
+            f"IF NEW.host_id = {hosts[1].pk} THEN RAISE EXCEPTION 'row refused for the test'; "
+            "END IF; RETURN NEW; END $$ LANGUAGE plpgsql"
         )
         cursor.execute(
             "CREATE TRIGGER refuse BEFORE INSERT ON monitor_checkpoint "
@@ -84,7 +84,10 @@ def test_it_records_a_nul_laden_garbage_payload_without_losing_the_batch() -> No
     good, bad = _host("gpu-01"), _host("gpu-02")
     target = polling.PollTarget(host_id=bad.pk, name=bad.name, url=bad.agent_url, token="t")
     garbage = polling.PollResult(
-        target=target, elapsed_s=0.01, payload=b"\x00\x00binary\x00", error_kind="invalid_payload",
+        target=target,
+        elapsed_s=0.01,
+        payload=b"\x00\x00binary\x00",
+        error_kind="invalid_payload",
         error="invalid checkpoint: JSON is malformed: invalid character (byte 0)",
     )
 
