@@ -13,7 +13,15 @@ import time
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
-from agent.checkpoint import CHECKPOINT_VERSION, Checkpoint, Gpu
+from agent.checkpoint import (
+    CHECKPOINT_VERSION,
+    Checkpoint,
+    CheckpointError,
+    Gpu,
+    decode,
+    encode,
+    replace,
+)
 from agent.collectors.gpu import GpuCollector
 from agent.collectors.lifecycle import LifecycleTracker
 from agent.collectors.process import ProcessCollector
@@ -69,20 +77,22 @@ class Agent:
         proc = _unpack("process", process, missing)
         state, detail = self._lifecycle.update(probe, proc.pid if proc else None, started)
         self.seq += 1
-        return Checkpoint(
-            version=CHECKPOINT_VERSION,
-            host=self.config.host_name,
-            seq=self.seq,
-            agent_started_at=self.started_at,
-            collected_at=collected_at,
-            collect_duration_s=time.monotonic() - started,
-            lifecycle_state=state,
-            lifecycle_detail=detail,
-            vllm=probe.vllm,
-            gpus=gpu_list,
-            gpu_backend=self.config.gpu_backend,
-            process=proc,
-            missing=missing,
+        return _validated(
+            Checkpoint(
+                version=CHECKPOINT_VERSION,
+                host=self.config.host_name,
+                seq=self.seq,
+                agent_started_at=self.started_at,
+                collected_at=collected_at,
+                collect_duration_s=time.monotonic() - started,
+                lifecycle_state=state,
+                lifecycle_detail=detail,
+                vllm=probe.vllm,
+                gpus=gpu_list,
+                gpu_backend=self.config.gpu_backend,
+                process=proc,
+                missing=missing,
+            )
         )
 
     async def _collect_gpus(self, now: float) -> tuple[list[Gpu], str | None]:
@@ -92,6 +102,24 @@ class Agent:
             # Real NVML calls block for up to milliseconds each; the simulated one does not.
             return await asyncio.to_thread(self._gpu.collect, now)
         return self._gpu.collect(now)
+
+
+def _validated(cp: Checkpoint) -> Checkpoint:
+    """Return `cp` as the control plane will accept it: a section that fails the format's
+    checks (a value out of range from a misbehaving source) is dropped and named in
+    `missing`, so one bad figure cannot cost the whole checkpoint."""
+    try:
+        return decode(encode(cp))
+    except CheckpointError as first:
+        log.warning("checkpoint failed validation: %s", first)
+    sections: dict[str, Any] = {"vllm": None, "gpus": [], "process": None}
+    for name, empty in sections.items():
+        try:
+            decode(encode(replace(cp, **{n: e for n, e in sections.items() if n != name})))
+        except CheckpointError as exc:
+            cp = replace(cp, **{name: empty})
+            cp.missing[name] = f"invalid: {exc}"
+    return decode(encode(cp))
 
 
 def _gpu_collector(backend: str, nvml: Any | None) -> tuple[GpuCollector | None, str | None]:

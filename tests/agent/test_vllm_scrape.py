@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import time
+from types import SimpleNamespace
 
 import pytest
 
@@ -329,3 +332,44 @@ async def test_it_does_not_call_an_idle_server_stalled(fake_vllm, make_agent) ->
 
     assert cp.vllm is not None and cp.vllm.forward_progress is None
     assert cp.lifecycle_state == LifecycleState.SERVING
+
+
+class _ProcessReportingNegativeMemory:
+    """A psutil-like process whose platform reports nonsense (seen with some container runtimes)."""
+
+    pid = 4242
+
+    def oneshot(self):  # type: ignore[no-untyped-def]
+        return contextlib.nullcontext()
+
+    def memory_info(self):  # type: ignore[no-untyped-def]
+        return SimpleNamespace(rss=-4096)
+
+    def cpu_times(self):  # type: ignore[no-untyped-def]
+        return SimpleNamespace(user=1.0, system=0.5)
+
+    def num_fds(self) -> int:
+        return 12
+
+    def num_threads(self) -> int:
+        return 3
+
+    def create_time(self) -> float:
+        return time.time() - 60
+
+    def children(self, recursive: bool = False) -> list[object]:
+        return []
+
+    def is_running(self) -> bool:
+        return True
+
+
+async def test_it_drops_only_a_section_that_fails_the_format(fake_vllm, make_agent) -> None:  # type: ignore[no-untyped-def]
+    agent = make_agent(fake_vllm.url, process=_ProcessReportingNegativeMemory())
+
+    cp = await agent.collect()
+
+    assert cp.process is None
+    assert cp.missing["process"] == "invalid: Expected `float` >= 0.0 - at `$.process.rss_bytes`"
+    assert cp.vllm is not None and cp.vllm.requests_running == 96.0
+    assert from_dict(to_dict(cp)) == cp
