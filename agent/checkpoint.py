@@ -44,12 +44,32 @@ Fields (all times are epoch seconds, floats; a `None` means "not measured"):
     gpu_backend         str     "nvml", "simulated" or "none": where `gpus` came from
     process             Process the vLLM process tree (psutil): rss_bytes (tree), cpu_pct
                                 (tree, 100 = one core), open_fds, threads, children, uptime_s
-    errors              list[ErrorEvent]  classified errors seen since the previous checkpoint,
-                                deduplicated with a count
     missing             dict[str, str]    collector name -> why it produced nothing
+    mode                str     "supervise" (the agent runs vLLM) or "attach" (vLLM runs elsewhere)
+    engine_args         dict    vLLM's engine arguments as the agent knows them (the command line
+                                in supervise mode), by vLLM's names: {"max_num_seqs": 256, ...};
+                                flags without a value are True
+    startup             Startup the figures vLLM logs while starting: phase progress, model
+                                weights, KV-cache memory and blocks, max concurrency, durations
+    steps               Steps   per-step engine stats from the optional vLLM stat-logger plugin
+    event_seq           int     id of the newest event the agent holds (see Events below)
+
+Events. Transitions, errors, GPU events and validation reports are events: each has an `id`
+from one counter per agent run (1, 2, ...). The agent keeps the recent ones, and a checkpoint
+carries those newer than the `events_since` query parameter of the request (all it keeps
+when absent), so an answer lost on the way is sent again on the next poll:
+    transitions         list[Transition]        lifecycle changes: at, from_state, to_state, trigger
+    errors              list[ErrorEvent]        classified errors (agent/exceptions.py), one per
+                                                traceback; identical ones within a checkpoint
+                                                interval are one event with a count
+    gpu_events          list[GpuEvent]          XIDs, ECC, row remapping, fallen off the bus, ...
+    validations         list[ValidationReport]  pre-startup validator reports
 
 Version history:
     1  2026-11  first version.
+    2  2026-11  events (transitions, gpu_events, validations, ids on errors), mode, engine_args,
+                startup, steps, event_seq; GPU health fields (aggregate ECC, retired pages,
+                remapped rows, lost). Version 1 payloads still decode: every addition has a default.
 """
 
 from __future__ import annotations
@@ -62,7 +82,7 @@ import msgspec
 
 from agent.lifecycle import LifecycleState
 
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
 
 NonNeg = Annotated[float, msgspec.Meta(ge=0)]
 Pct = Annotated[float, msgspec.Meta(ge=0, le=100)]
@@ -91,6 +111,36 @@ TOTAL_KEYS = (
 
 # Keys of Vllm.latency: the request-latency histograms, by their short names.
 LATENCY_KEYS = ("ttft", "itl", "tpot", "e2e", "queue", "prefill", "decode", "inference")
+
+# ErrorEvent.category: what the exception monitor sorts every error into.
+ERROR_CATEGORIES = (
+    "cuda_oom",
+    "kv_cache_exhausted",
+    "nccl_error",
+    "engine_dead",
+    "worker_timeout_or_hang",
+    "model_load_error",
+    "config_error",
+    "cuda_illegal_access_or_xid",
+    "system_resource",  # fds, disk, shm, host RAM
+    "network_or_port",
+    "tokenizer_or_request_error",
+    "other",
+)
+
+# GpuEvent.kind
+GPU_EVENT_KINDS = (
+    "xid",  # an XID from the NVML event set (or the kernel log)
+    "ecc_sbe",  # single-bit ECC errors rose
+    "ecc_dbe",  # double-bit (uncorrected) ECC errors rose
+    "retired_pages_pending",
+    "remapped_rows_pending",
+    "remapped_rows_failure",
+    "fallen_off_bus",
+    "pcie_replays",  # the PCIe replay counter rose
+    "thermal_throttle",  # hardware or software thermal slowdown began
+    "power_throttle",
+)
 
 # NVML clock-event reasons (bit -> name), in the order of nvmlClocksEventReason*.
 THROTTLE_REASONS = {
@@ -206,6 +256,16 @@ class Gpu:
     throttle_reasons: list[str] = field(default_factory=list)
     ecc_corrected_volatile: Count | None = None
     ecc_uncorrected_volatile: Count | None = None
+    ecc_corrected_aggregate: Count | None = None
+    ecc_uncorrected_aggregate: Count | None = None
+    retired_pages_sbe: Count | None = None  # pre-Ampere page retirement
+    retired_pages_dbe: Count | None = None
+    retired_pages_pending: bool | None = None
+    remapped_rows_corrected: Count | None = None  # Ampere and later: row remapping
+    remapped_rows_uncorrected: Count | None = None
+    remapped_rows_pending: bool | None = None  # a reset is needed to apply them
+    remapped_rows_failure: bool | None = None  # remapping failed: the GPU needs replacing
+    lost: bool = False  # fallen off the bus: NVML answers GPU_IS_LOST
     pcie_replay_count: Count | None = None
     processes: list[GpuProcess] = field(default_factory=list)
     missing: dict[str, str] = field(default_factory=dict)  # field -> NVML error
@@ -230,12 +290,93 @@ class Process:
 
 @dataclass(kw_only=True, slots=True)
 class ErrorEvent:
-    category: str
-    message: str
+    category: str  # one of ERROR_CATEGORIES
+    message: str  # the line that says what went wrong, e.g. "torch.OutOfMemoryError: CUDA out..."
+    id: Count = 0
     count: Annotated[int, msgspec.Meta(ge=1)] = 1
     first_seen_at: EpochS | None = None
     last_seen_at: EpochS | None = None
-    fields: dict[str, Any] = field(default_factory=dict)
+    signature: str = ""  # same signature = the same error (numbers and addresses removed)
+    traceback: str = ""  # the whole event as logged (bounded), for the incident page
+    fields: dict[str, Any] = field(default_factory=dict)  # extracted: gpu, xid, requested_bytes...
+
+
+@dataclass(kw_only=True, slots=True)
+class Transition:
+    id: Count
+    at: EpochS
+    from_state: LifecycleState
+    to_state: LifecycleState
+    trigger: str  # the log line or the metric condition that caused it
+
+
+@dataclass(kw_only=True, slots=True)
+class GpuEvent:
+    id: Count
+    at: EpochS
+    gpu_index: int | None  # None when NVML cannot tell which GPU
+    kind: str  # one of GPU_EVENT_KINDS
+    severity: str  # "info", "warning", "critical"
+    message: str
+    xid: int | None = None
+    action: str = ""  # what NVIDIA's catalog recommends, e.g. "reset the GPU"
+
+
+@dataclass(kw_only=True, slots=True)
+class ValidationCheck:
+    name: str  # e.g. "gpu_free_memory"
+    status: str  # "pass", "warn", "fail", "skip"
+    message: str  # what was measured, in a sentence
+    value: str = ""  # the measured value, e.g. "71.2 GiB free of 79.6 GiB"
+    expected: str = ""  # what would pass, e.g. ">= 73.2 GiB (0.92 x total)"
+    fix: str = ""  # a concrete fix, in words
+    fix_action: str = ""  # an agent action that applies the fix, when one can
+    fix_params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(kw_only=True, slots=True)
+class ValidationReport:
+    id: Count
+    at: EpochS
+    trigger: str  # "startup", "on_demand"
+    blocked: bool  # a failed check stopped vLLM from starting
+    checks: list[ValidationCheck] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        statuses = {c.status for c in self.checks}
+        return next((s for s in ("fail", "warn") if s in statuses), "pass")
+
+
+@dataclass(kw_only=True, slots=True)
+class Startup:
+    phase: LifecycleState | None = None  # the startup phase vLLM is in, or None once serving
+    progress_pct: Pct | None = None  # weight loading / CUDA-graph capture progress bars
+    model_weights_gib: NonNeg | None = None  # "Model loading took X GiB memory"
+    weights_load_s: NonNeg | None = None
+    kv_cache_gib: NonNeg | None = None  # "Available KV cache memory: X GiB"
+    kv_cache_tokens: Count | None = None  # "GPU KV cache size: N tokens"
+    max_concurrency: NonNeg | None = None  # "Maximum concurrency for N tokens per request: Xx"
+    max_concurrency_tokens: Count | None = None
+    cuda_graph_gib: NonNeg | None = None  # "Graph capturing finished in S secs, took X GiB"
+    cuda_graph_s: NonNeg | None = None
+    init_engine_s: NonNeg | None = None  # "init engine (...) took X s"
+    started_at: EpochS | None = None  # when this vLLM process started
+    serving_at: EpochS | None = None  # "Application startup complete."
+    vllm_version: str | None = None
+
+
+@dataclass(kw_only=True, slots=True)
+class Steps:
+    """Per-step engine figures from the vLLM stat-logger plugin, over the checkpoint interval."""
+
+    steps: Count = 0
+    step_interval_max_s: NonNeg | None = None  # the longest gap between two engine steps
+    tokens_per_step_mean: NonNeg | None = None
+    preempted: Count = 0
+    kv_cache_usage_pct_max: Pct | None = None
+    running_max: Count | None = None
+    waiting_max: Count | None = None
 
 
 @dataclass(kw_only=True, slots=True)
@@ -252,8 +393,16 @@ class Checkpoint:
     gpus: list[Gpu] = field(default_factory=list)
     gpu_backend: str = "none"
     process: Process | None = None
-    errors: list[ErrorEvent] = field(default_factory=list)
     missing: dict[str, str] = field(default_factory=dict)
+    mode: str = "attach"
+    engine_args: dict[str, Any] = field(default_factory=dict)
+    startup: Startup | None = None
+    steps: Steps | None = None
+    event_seq: Count = 0
+    transitions: list[Transition] = field(default_factory=list)
+    errors: list[ErrorEvent] = field(default_factory=list)
+    gpu_events: list[GpuEvent] = field(default_factory=list)
+    validations: list[ValidationReport] = field(default_factory=list)
 
     @property
     def gpu_memory_used_bytes(self) -> float | None:

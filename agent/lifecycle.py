@@ -34,6 +34,7 @@ class LifecycleState(StrEnum):
     FAILED_CONFIG = "failed_config"
     FAILED_GPU_HARDWARE = "failed_gpu_hardware"
     FAILED_SYSTEM_RESOURCE = "failed_system_resource"
+    FAILED_NETWORK = "failed_network"
     FAILED_OTHER = "failed_other"
 
     @property
@@ -56,3 +57,20 @@ STARTING_STATES = frozenset(
         LifecycleState.STARTING_API_SERVER,
     }
 )
+
+
+# The failed state an error of each category leads to, when it ends the server. Request-level
+# errors (tokenizer_or_request_error) never do: vLLM answers 400 and keeps serving.
+FAILED_STATE_BY_CATEGORY = {
+    "cuda_oom": LifecycleState.FAILED_CUDA_OOM,
+    "kv_cache_exhausted": LifecycleState.FAILED_KV_CACHE_EXHAUSTED,
+    "nccl_error": LifecycleState.FAILED_NCCL,
+    "engine_dead": LifecycleState.FAILED_ENGINE_DEAD,
+    "worker_timeout_or_hang": LifecycleState.FAILED_HANG,
+    "model_load_error": LifecycleState.FAILED_MODEL_LOAD,
+    "config_error": LifecycleState.FAILED_CONFIG,
+    "cuda_illegal_access_or_xid": LifecycleState.FAILED_GPU_HARDWARE,
+    "system_resource": LifecycleState.FAILED_SYSTEM_RESOURCE,
+    "network_or_port": LifecycleState.FAILED_NETWORK,
+    "other": LifecycleState.FAILED_OTHER,
+}
