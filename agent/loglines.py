@@ -13,13 +13,15 @@ import re
 from dataclasses import dataclass
 
 _PREFIX = re.compile(
-    r"^(?:\((?P<process>[A-Za-z][\w-]*)(?:\s+(?:pid|rank)=(?P<pid>\d+))?\)\s+)?"
+    r"^(?:\((?P<process>[A-Za-z][\w-]*)(?:\s+rank=\d+)?(?:\s+pid=(?P<pid>\d+))?\)\s+)?"
     r"(?P<level>DEBUG|INFO|WARNING|WARN|ERROR|CRITICAL)\s+"
     r"(?P<time>\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?)\s+"
     r"(?:\[(?P<source>[^\]]+)\]\s+)?(?P<message>.*)$"
 )
 _UVICORN = re.compile(r"^(?P<level>INFO|WARNING|ERROR|CRITICAL):\s+(?P<message>.*)$")
-_PROCESS_ONLY = re.compile(r"^\((?P<process>[A-Za-z][\w-]*)(?:\s+pid=(?P<pid>\d+))?\)\s+(?P<message>.*)$")
+_PROCESS_ONLY = re.compile(
+    r"^\((?P<process>[A-Za-z][\w-]*)(?:\s+rank=\d+)?(?:\s+pid=(?P<pid>\d+))?\)\s+(?P<message>.*)$"
+)
 
 
 @dataclass(frozen=True, slots=True)
