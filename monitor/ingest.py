@@ -18,6 +18,7 @@ from psycopg.types.json import Jsonb
 
 from agent.checkpoint import Checkpoint, encode
 from monitor import polling, summary
+from monitor.agent_events import EventRows, clean, take_events
 from monitor.models import Checkpoint as CheckpointRow
 from monitor.models import Host, IngestError, LifecycleTransition
 
@@ -35,6 +36,8 @@ _HOST_COLUMNS = {
     "last_seen_at": "timestamptz",
     "last_polled_at": "timestamptz",
     "latest": "jsonb",
+    "agent_started_at": "float8",
+    "events_seen": "bigint",
 }
 
 
@@ -42,6 +45,7 @@ _HOST_COLUMNS = {
 class StoreReport:
     stored: list[tuple[Host, dict[str, Any]]] = field(default_factory=list)  # host, summary
     changed_hosts: list[Host] = field(default_factory=list)
+    hosts_with_events: set[int] = field(default_factory=set)  # new transitions, errors, ...
     duplicates: int = 0
     failed: int = 0
     samples: int = 0
@@ -58,7 +62,7 @@ def store_poll_results(
     results = [r for r in results if r.target.host_id in alive]
     rows: list[tuple[Host, Checkpoint, datetime]] = []
     errors: list[IngestError] = []
-    transitions: list[LifecycleTransition] = []
+    events = EventRows()
     for result in results:
         host = hosts[result.target.host_id]
         host.last_polled_at = now
@@ -68,14 +72,16 @@ def store_poll_results(
             report.duplicates += 1
         else:
             rows.append((host, result.checkpoint, _collected_at(result.checkpoint, now)))
+    asked = {r.target.host_id: r.target.events_since for r in results}
     for host, cp, at in rows:
-        transitions.extend(_apply_checkpoint(host, cp, at, now, report))
+        _apply_checkpoint(host, cp, at, now, report, events, asked[host.pk])
     with transaction.atomic():
         errors.extend(_insert_checkpoints(rows, now))
-        LifecycleTransition.objects.bulk_create(transitions)
+        events.save()
         IngestError.objects.bulk_create(errors)
         _update_hosts(list(hosts.values()))
     report.changed_hosts = list(hosts.values())
+    report.hosts_with_events = events.hosts
     return report
 
 
@@ -84,7 +90,7 @@ def _record_failure(
 ) -> list[IngestError]:
     report.failed += 1
     status = Host.Status.UNREACHABLE if result.unreachable else Host.Status.DEGRADED
-    reason = _text(result.error)[:500]
+    reason = clean(result.error)[:500]
     # Record a new episode, not every repeat of the same one (a dead host is polled each second).
     is_new = host.status != status or host.status_reason != reason
     host.status, host.status_reason = status, reason
@@ -95,8 +101,8 @@ def _record_failure(
             host=host,
             at=now,
             kind=result.error_kind,
-            message=_text(result.error),
-            payload_excerpt=_text(polling.excerpt(result.payload)),
+            message=clean(result.error),
+            payload_excerpt=clean(polling.excerpt(result.payload)),
         )
     ]
 
@@ -112,29 +118,37 @@ def _collected_at(cp: Checkpoint, now: datetime) -> datetime:
 
 
 def _apply_checkpoint(
-    host: Host, cp: Checkpoint, at: datetime, now: datetime, report: StoreReport
-) -> list[LifecycleTransition]:
+    host: Host,
+    cp: Checkpoint,
+    at: datetime,
+    now: datetime,
+    report: StoreReport,
+    events: EventRows,
+    asked_since: int,
+) -> None:
     figures = summary.summarize(cp)
     report.stored.append((host, figures))
     report.samples += cp.vllm.samples if cp.vllm else 0
-    transitions = []
+    before = len(events.transitions)
+    take_events(host, cp, asked_since, events)
     state = cp.lifecycle_state.value
-    if state != host.lifecycle_state:
-        transitions.append(
+    if state != host.lifecycle_state and len(events.transitions) == before:
+        # An agent without a tracker reports states but no transitions: record what we saw.
+        events.transitions.append(
             LifecycleTransition(
                 host=host,
                 at=at,
                 from_state=host.lifecycle_state,
                 to_state=state,
-                trigger=_text(cp.lifecycle_detail),
+                trigger=clean(cp.lifecycle_detail),
             )
         )
+        events.hosts.add(host.pk)
     host.status, reason = summary.host_status(cp)
-    host.status_reason = _text(reason)[:500]
+    host.status_reason = clean(reason)[:500]
     host.lifecycle_state = state
     host.last_seen_at = now
     host.latest = figures
-    return transitions
 
 
 def _insert_checkpoints(
@@ -179,17 +193,14 @@ def _update_hosts(hosts: Sequence[Host]) -> None:
     )
     params: list[Any] = []
     for host in hosts:
-        params += [
-            host.pk,
-            host.status,
-            host.status_reason,
-            host.lifecycle_state,
-            host.last_seen_at,
-            host.last_polled_at,
-            Jsonb(host.latest),
-        ]
+        params.append(host.pk)
+        params += [_sql_value(getattr(host, name)) for name in names]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
+
+
+def _sql_value(value: Any) -> Any:
+    return Jsonb(value) if isinstance(value, dict) else value
 
 
 def _copy(records: Sequence[tuple[Any, ...]]) -> None:
@@ -205,11 +216,6 @@ def _copy(records: Sequence[tuple[Any, ...]]) -> None:
             copy.write_row(record)
 
 
-def _text(value: str) -> str:
-    """Return agent-supplied text fit for a PostgreSQL text column (no NUL characters)."""
-    return value.replace("\x00", "\ufffd")
-
-
 def _json_text(cp: Checkpoint) -> str:
     return _NUL_ESCAPE.sub(rb"\1\\ufffd", encode(cp)).decode()
 
@@ -221,5 +227,5 @@ def _storage_error(host: Host, now: datetime, exc: DatabaseError, text: str) -> 
         at=now,
         kind=IngestError.Kind.INVALID_PAYLOAD,
         message=f"the database refused the checkpoint: {exc}",
-        payload_excerpt=_text(text[: polling.EXCERPT_CHARS]),
+        payload_excerpt=clean(text[: polling.EXCERPT_CHARS]),
     )

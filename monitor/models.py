@@ -36,6 +36,9 @@ class Host(models.Model):
     last_seen_at = models.DateTimeField(null=True, blank=True)
     last_polled_at = models.DateTimeField(null=True, blank=True)
     latest = models.JSONField(default=dict, blank=True)
+    # Which of the agent's events we have stored: its run (start time) and the highest id.
+    agent_started_at = models.FloatField(null=True, blank=True)
+    events_seen = models.BigIntegerField(default=0)
 
     class Meta:
         ordering = ["name"]
@@ -104,4 +107,57 @@ class IngestError(models.Model):
 
     class Meta:
         indexes = [models.Index(fields=["host", "-at"], name="ingest_error_host_time")]
+        ordering = ["-at"]
+
+
+class VllmError(models.Model):
+    """A classified vLLM error, one row per episode: repeats within EPISODE_GAP add to `count`."""
+
+    host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="vllm_errors")
+    category = models.CharField(max_length=40)
+    message = models.TextField()
+    signature = models.CharField(max_length=500)
+    count = models.PositiveIntegerField(default=1)
+    first_seen_at = models.DateTimeField()
+    last_seen_at = models.DateTimeField()
+    traceback = models.TextField(blank=True)
+    fields = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["host", "-last_seen_at"], name="vllm_error_host_time"),
+            models.Index(
+                fields=["host", "signature", "-last_seen_at"], name="vllm_error_signature"
+            ),
+        ]
+        ordering = ["-last_seen_at"]
+
+
+class GpuEvent(models.Model):
+    host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="gpu_events")
+    at = models.DateTimeField()
+    gpu_index = models.IntegerField(null=True, blank=True)
+    kind = models.CharField(max_length=40)
+    severity = models.CharField(max_length=20)
+    xid = models.IntegerField(null=True, blank=True)
+    message = models.TextField()
+    action = models.TextField(blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["host", "-at"], name="gpu_event_host_time")]
+        ordering = ["-at"]
+
+
+class ValidationReport(models.Model):
+    """A pre-startup validation report as the agent made it: checks with values and fixes."""
+
+    host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="validation_reports")
+    at = models.DateTimeField()
+    trigger = models.CharField(max_length=40)
+    blocked = models.BooleanField(default=False)
+    status = models.CharField(max_length=10)  # pass, warn, fail: the worst of the checks
+    checks = models.JSONField(default=list)
+
+    class Meta:
+        indexes = [models.Index(fields=["host", "-at"], name="validation_host_time")]
         ordering = ["-at"]

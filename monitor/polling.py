@@ -25,6 +25,7 @@ class PollTarget:
     name: str
     url: str
     token: str
+    events_since: int = 0  # the highest agent event id already stored for this host
 
 
 @dataclass(slots=True)
@@ -80,7 +81,8 @@ async def _fetch(
 ) -> None:
     headers = {"Authorization": f"Bearer {target.token}", "Accept": "application/json"}
     url = target.url.rstrip("/") + "/v1/checkpoint"
-    async with session.get(url, headers=headers, allow_redirects=False) as response:
+    params = {"events_since": str(target.events_since)}
+    async with session.get(url, headers=headers, params=params, allow_redirects=False) as response:
         body = await _read_limited(response, max_bytes)
         if body is None:
             result.error_kind = "too_large"

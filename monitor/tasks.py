@@ -26,7 +26,13 @@ def poll_fleet() -> str:
 def poll_hosts(host_ids: list[int]) -> str:
     hosts = Host.objects.in_bulk(host_ids)
     targets = [
-        polling.PollTarget(host_id=h.pk, name=h.name, url=h.agent_url, token=h.agent_token)
+        polling.PollTarget(
+            host_id=h.pk,
+            name=h.name,
+            url=h.agent_url,
+            token=h.agent_token,
+            events_since=h.events_seen,
+        )
         for h in hosts.values()
     ]
     results = asyncio.run(

@@ -26,6 +26,7 @@ class AgentStandIns:
         self.runner: web.AppRunner | None = None
         self.checkpoints: dict[str, dict] = {}  # host name -> make_checkpoint overrides
         self.slow_s = 5.0
+        self.asked_since: dict[str, list[str]] = {}  # host name -> events_since of each poll
 
     def url(self, behaviour: str) -> str:
         return f"http://127.0.0.1:{self.port}/{behaviour}"
@@ -44,6 +45,7 @@ class AgentStandIns:
         if request.headers.get("Authorization") != f"Bearer {TOKEN}":
             return web.Response(status=401)
         host = request.match_info["host"]
+        self.asked_since.setdefault(host, []).append(request.query.get("events_since", ""))
         cp = make_checkpoint(host=host, **self.checkpoints.get(host, {}))
         return web.Response(body=encode(cp), content_type="application/json")
 

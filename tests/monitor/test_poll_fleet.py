@@ -155,3 +155,13 @@ def test_it_polls_only_enabled_hosts_in_batches(agents: AgentStandIns, settings)
 
     assert Checkpoint.objects.count() == 4
     assert not Checkpoint.objects.filter(host__name="gpu-05").exists()
+
+
+def test_it_asks_each_agent_only_for_events_it_has_not_stored(agents: AgentStandIns) -> None:
+    host = add_host("gpu-01", agents.url("good/gpu-01"))
+    agents.checkpoints["gpu-01"] = {"event_seq": 7}
+
+    _poll(host)
+    _poll(host)
+
+    assert agents.asked_since["gpu-01"] == ["0", "7"]
