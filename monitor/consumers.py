@@ -44,5 +44,9 @@ class HostConsumer(AsyncWebsocketConsumer):
 
     async def checkpoints_stored(self, event: live.CheckpointsStored) -> None:
         point: dict[str, Any] | None = event["points"].get(self.host_id)
-        if point is not None:
-            await self.send(text_data=json.dumps({"point": point, "stored_at": event["stored_at"]}))
+        if point is None:
+            return
+        message = {"point": point, "stored_at": event["stored_at"]}
+        if panels := event["panels"].get(self.host_id):
+            message["panels"] = panels
+        await self.send(text_data=json.dumps(message))

@@ -14,9 +14,11 @@ from typing import Any, Literal, TypedDict
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.template.loader import render_to_string
+from django.utils import timezone
 
 from monitor.ingest import StoreReport
 from monitor.models import Host
+from monitor.panels import render_host_events
 
 FLEET_GROUP = "fleet"
 CHECKPOINTS_GROUP = "checkpoints"
@@ -31,6 +33,7 @@ class HostsUpdated(TypedDict):
 class CheckpointsStored(TypedDict):
     type: Literal["checkpoints_stored"]
     points: dict[str, dict[str, Any]]  # host id (str) -> summary figures
+    panels: dict[str, str]  # host id (str) -> re-rendered events panels, for hosts with new events
     stored_at: float
 
 
@@ -51,10 +54,18 @@ def hosts_updated(report: StoreReport) -> None:
     ]
     if report.stored:
         points = {str(host.pk): figures for host, figures in report.stored}
+        now = timezone.now()
+        panels = {
+            str(host.pk): render_host_events(host, now)
+            for host in report.changed_hosts
+            if host.pk in report.hosts_with_events
+        }
         messages.append(
             (
                 CHECKPOINTS_GROUP,
-                CheckpointsStored(type="checkpoints_stored", points=points, stored_at=stored_at),
+                CheckpointsStored(
+                    type="checkpoints_stored", points=points, panels=panels, stored_at=stored_at
+                ),
             )
         )
     async_to_sync(_send)(messages)

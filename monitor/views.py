@@ -7,7 +7,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
 
-from monitor import series
+from monitor import panels, series
 from monitor.models import Host
 
 WINDOWS_S = {"5m": 300, "15m": 900, "1h": 3600, "6h": 6 * 3600, "24h": 24 * 3600}
@@ -24,10 +24,9 @@ def fleet(request: HttpRequest) -> HttpResponse:
 def host_detail(request: HttpRequest, name: str) -> HttpResponse:
     host = get_object_or_404(Host, name=name)
     context = {
-        "host": host,
+        **panels.host_events_context(host, timezone.now()),
         "windows": list(WINDOWS_S),
         "window": _window(request),
-        "transitions": host.transitions.all()[:20],
         "ingest_errors": host.ingest_errors.all()[:10],
     }
     return render(request, "monitor/host_detail.html", context)

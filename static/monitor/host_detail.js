@@ -42,7 +42,12 @@
     const scheme = location.protocol === "https:" ? "wss" : "ws";
     const socket = new WebSocket(`${scheme}://${location.host}/ws/hosts/${root.dataset.hostId}/`);
     socket.onopen = () => { status.textContent = "live"; };
-    socket.onmessage = (event) => { extend(JSON.parse(event.data).point); };
+    socket.onmessage = (event) => {
+      const message = JSON.parse(event.data);
+      extend(message.point);
+      // New transitions, errors, GPU events or a validation report: the server re-rendered them.
+      if (message.panels) document.getElementById("host-events").outerHTML = message.panels;
+    };
     socket.onclose = () => { status.textContent = "reconnecting…"; setTimeout(connect, 2000); };
   }
 

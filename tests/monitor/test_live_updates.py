@@ -78,3 +78,31 @@ async def test_it_pushes_chart_points_only_to_that_hosts_page(alice) -> None:  #
     assert await watching_two.receive_nothing(timeout=0.5)
     await watching_one.disconnect()
     await watching_two.disconnect()
+
+
+async def test_it_pushes_rerendered_event_panels_when_events_arrive(alice) -> None:  # type: ignore[no-untyped-def]
+    from agent.checkpoint import ErrorEvent
+
+    host = await database_sync_to_async(_host)("gpu-01")
+    watching = await database_sync_to_async(_socket)(f"/ws/hosts/{host.pk}/", alice)
+    assert (await watching.connect())[0]
+
+    await database_sync_to_async(_store_and_broadcast)(host)  # first poll: unknown → serving
+    first = json.loads(await watching.receive_from(timeout=5))
+    await database_sync_to_async(_store_and_broadcast)(host)  # nothing new
+    quiet = json.loads(await watching.receive_from(timeout=5))
+    error = ErrorEvent(
+        id=1,
+        category="nccl_error",
+        message="RuntimeError: NCCL error: unhandled system error",
+        signature="RuntimeError: NCCL error: unhandled system error",
+        count=4,
+    )
+    await database_sync_to_async(_store_and_broadcast)(host, errors=[error], event_seq=1)
+    loud = json.loads(await watching.receive_from(timeout=5))
+
+    assert "serving" in first["panels"]
+    assert "panels" not in quiet
+    assert 'id="host-events"' in loud["panels"]
+    assert "nccl_error" in loud["panels"] and "×4" in loud["panels"]
+    await watching.disconnect()

@@ -104,3 +104,62 @@ def test_it_falls_back_to_the_default_window_for_an_unknown_one(client, alice, h
 def test_it_answers_404_for_an_unknown_host(client, alice) -> None:  # type: ignore[no-untyped-def]
     client.force_login(alice)
     assert client.get(reverse("host_detail", args=["nope"])).status_code == 404
+
+
+def test_it_shows_errors_gpu_events_and_the_latest_validation_on_the_host_page(
+    client, alice, host
+) -> None:  # type: ignore[no-untyped-def]
+    from agent.checkpoint import ErrorEvent, GpuEvent, ValidationCheck, ValidationReport
+
+    now = time.time()
+    _store(
+        host,
+        event_seq=3,
+        errors=[
+            ErrorEvent(
+                id=1,
+                category="cuda_oom",
+                count=2,
+                first_seen_at=now,
+                message="torch.OutOfMemoryError: CUDA out of memory.",
+                traceback="Traceback (most recent call last):\n  File ...",
+            )
+        ],
+        gpu_events=[
+            GpuEvent(
+                id=2,
+                at=now,
+                gpu_index=0,
+                kind="xid",
+                xid=48,
+                severity="critical",
+                message="Double Bit ECC Error",
+                action="Reset the GPU",
+            )
+        ],
+        validations=[
+            ValidationReport(
+                id=3,
+                at=now,
+                trigger="on_demand",
+                blocked=False,
+                checks=[
+                    ValidationCheck(
+                        name="shm_size",
+                        status="warn",
+                        message="/dev/shm is 64 MiB",
+                        fix="Run the container with --shm-size=16g",
+                    ),
+                ],
+            )
+        ],
+    )
+    client.force_login(alice)
+
+    html = client.get(reverse("host_detail", args=[host.name])).content.decode()
+
+    assert 'id="host-events"' in html
+    assert "cuda_oom" in html and "×2" in html and "Traceback (most recent call last)" in html
+    assert "Xid 48" in html and "Double Bit ECC Error" in html and "Reset the GPU" in html
+    assert "/dev/shm is 64 MiB" in html and "--shm-size=16g" in html
+    assert 'class="seg tone-ok"' in html  # serving since the first poll
