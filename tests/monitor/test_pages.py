@@ -114,6 +114,7 @@ def test_it_shows_errors_gpu_events_and_the_latest_validation_on_the_host_page(
     now = time.time()
     _store(
         host,
+        collected_at=now - 600,
         event_seq=3,
         errors=[
             ErrorEvent(
