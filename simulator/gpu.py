@@ -1,8 +1,12 @@
-"""The physical state of one simulated GPU: memory, utilization, heat, power, clocks.
+"""The physical state of one simulated GPU: memory, utilization, heat, power, clocks, health.
 
 `update()` moves it one tick: utilization follows the engine's busy time, power follows
 utilization, temperature lags behind power, and heat past the slowdown point sets the
 thermal throttle bits and lowers the SM clock, which slows the engine down.
+
+Health (ECC counters, retired pages, remapped rows, fallen off the bus) changes only when a
+scenario injects it (simulator/nvml.py, `SimulatedNvml.apply_event`). `events` is the GPU's
+NVML event stream, oldest first: what event sets registered on it deliver.
 """
 
 from __future__ import annotations
@@ -26,6 +30,22 @@ GPU_IDLE = 0x1
 SW_POWER_CAP = 0x4
 SW_THERMAL_SLOWDOWN = 0x20
 HW_THERMAL_SLOWDOWN = 0x40
+
+# nvmlEventType* bits a data-center GPU supports (pynvml's values).
+EVENT_SINGLE_BIT_ECC = 0x1
+EVENT_DOUBLE_BIT_ECC = 0x2
+EVENT_PSTATE = 0x4
+EVENT_XID = 0x8
+EVENT_CLOCK = 0x10
+EVENT_DRAM_RETIREMENT = 0x400
+EVENT_DRAM_RETIREMENT_FAILURE = 0x800
+EVENT_GPU_UNAVAILABLE = 0x4000
+EVENT_GPU_RECOVERY_ACTION = 0x8000
+SUPPORTED_EVENTS = (
+    EVENT_SINGLE_BIT_ECC | EVENT_DOUBLE_BIT_ECC | EVENT_PSTATE | EVENT_XID | EVENT_CLOCK
+    | EVENT_DRAM_RETIREMENT | EVENT_DRAM_RETIREMENT_FAILURE | EVENT_GPU_UNAVAILABLE
+    | EVENT_GPU_RECOVERY_ACTION
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +86,17 @@ class GpuState:
     ecc_uncorrected: int = 0
     pcie_replays: float = 0.0
     processes: list[GpuProcessUse] = field(default_factory=list)
+    retired_pages_sbe: int = 0  # pages retired after repeated single-bit errors
+    retired_pages_dbe: int = 0
+    retired_pages_pending: bool = False  # a reboot or reset retires them
+    remapped_rows_corrected: int = 0
+    remapped_rows_uncorrected: int = 0
+    remapped_rows_pending: bool = False  # a GPU reset applies the remap
+    remapped_rows_failure: bool = False
+    lost: bool = False  # fallen off the bus: every NVML call about it answers GPU_IS_LOST
+    vanished: bool = False  # ...and nvmlDeviceGetCount no longer counts it
+    supported_events: int = SUPPORTED_EVENTS  # 0: the GPU supports no NVML events (vGPU)
+    events: list[tuple[int, int]] = field(default_factory=list)  # (eventType, eventData)
 
     def __post_init__(self) -> None:
         self.power_mw = int(self.spec.idle_power_w * 1000)

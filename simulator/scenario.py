@@ -33,8 +33,14 @@ VOCABULARY: dict[str, dict[str, Any]] = {
     "fd_leak": {"per_s": REQUIRED},
     "ecc_errors": {"corrected_per_s": 0.0, "uncorrected": 0, "gpu": 0},
     "pcie_replays": {"per_s": REQUIRED, "gpu": 0},
+    "xid": {"code": REQUIRED, "gpu": 0},
+    "row_remap": {"gpu": 0, "uncorrected": 1, "corrected": 0, "pending": True, "failure": False},
+    "retired_pages": {"gpu": 0, "sbe": 0, "dbe": 1, "pending": True},
+    "gpu_lost": {"gpu": 0, "vanish": False},
     "restart": {},
 }
+# One-off effects that change a GPU's health; SimulatedNvml.apply_event applies them.
+GPU_HEALTH_KINDS = ("xid", "row_remap", "retired_pages", "gpu_lost")
 DEATH_CAUSES = ("rpc_timeout", "worker_died", "illegal_memory_access")
 
 
@@ -91,7 +97,7 @@ class Conditions:
 class Event:
     """Something that happens once, when the timeline passes `at_s`."""
 
-    kind: str  # engine_death, nccl_timeout, restart, ecc_uncorrected
+    kind: str  # engine_death, nccl_timeout, restart, ecc_uncorrected, or a GPU_HEALTH_KINDS
     at_s: float
     params: dict[str, Any]
 
@@ -147,7 +153,7 @@ def one_off_events(effects: tuple[Effect, ...]) -> tuple[Event, ...]:
     """Return the events that happen once per timeline pass, in the effects' order."""
     found = []
     for e in effects:
-        if e.kind in ("engine_death", "restart"):
+        if e.kind in ("engine_death", "restart", *GPU_HEALTH_KINDS):
             found.append(Event(e.kind, e.at_s, e.params))
         elif e.kind == "nccl_hang":
             found.append(Event("nccl_timeout", e.at_s + e.params["timeout_s"], e.params))
@@ -273,6 +279,8 @@ def _effect(name: str, index: int, raw: dict[str, Any]) -> Effect:
         raise ScenarioError(f"{where}: {kind} needs {', '.join(missing)}")
     if kind == "engine_death" and params["cause"] not in DEATH_CAUSES:
         raise ScenarioError(f"{where}: cause must be one of {', '.join(DEATH_CAUSES)}")
+    if kind == "xid" and not (isinstance(params["code"], int) and params["code"] > 0):
+        raise ScenarioError(f"{where}: code must be a positive integer (the Xid number)")
     if "at_s" not in raw:
         raise ScenarioError(f"{where}: at_s is required")
     return Effect(kind, float(raw["at_s"]), raw.get("until_s"), params)

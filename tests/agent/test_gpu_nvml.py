@@ -31,15 +31,26 @@ class FakeDevice:
         default_factory=lambda: {pynvml.NVML_CLOCK_SM: 1980, pynvml.NVML_CLOCK_MEM: 2619}
     )
     reasons: int = 0x4 | 0x40  # sw_power_cap, hw_thermal_slowdown
-    ecc: dict[int, int] = field(
+    ecc: dict[tuple[int, int], int] = field(
         default_factory=lambda: {
-            pynvml.NVML_MEMORY_ERROR_TYPE_CORRECTED: 3,
-            pynvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED: 0,
+            (pynvml.NVML_MEMORY_ERROR_TYPE_CORRECTED, pynvml.NVML_VOLATILE_ECC): 3,
+            (pynvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED, pynvml.NVML_VOLATILE_ECC): 0,
+            (pynvml.NVML_MEMORY_ERROR_TYPE_CORRECTED, pynvml.NVML_AGGREGATE_ECC): 41,
+            (pynvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED, pynvml.NVML_AGGREGATE_ECC): 2,
         }
     )
     replays: int = 7
+    retired: dict[int, list[int]] = field(
+        default_factory=lambda: {
+            pynvml.NVML_PAGE_RETIREMENT_CAUSE_MULTIPLE_SINGLE_BIT_ECC_ERRORS: [0x1000],
+            pynvml.NVML_PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR: [0x2000, 0x3000],
+        }
+    )
+    retired_pending: int = 0
+    remapped: tuple[int, int, int, int] = (4, 1, 1, 0)  # corrected, uncorrected, pending, failure
     processes: list[Any] = field(default_factory=list)
     unsupported: set[str] = field(default_factory=set)  # getter names answering NotSupported
+    lost: bool = False  # fallen off the bus: every getter answers GPU_IS_LOST
 
 
 class FakeNvml:
@@ -52,12 +63,20 @@ class FakeNvml:
     NVML_MEMORY_ERROR_TYPE_CORRECTED = pynvml.NVML_MEMORY_ERROR_TYPE_CORRECTED
     NVML_MEMORY_ERROR_TYPE_UNCORRECTED = pynvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED
     NVML_VOLATILE_ECC = pynvml.NVML_VOLATILE_ECC
+    NVML_AGGREGATE_ECC = pynvml.NVML_AGGREGATE_ECC
+    NVML_PAGE_RETIREMENT_CAUSE_MULTIPLE_SINGLE_BIT_ECC_ERRORS = (
+        pynvml.NVML_PAGE_RETIREMENT_CAUSE_MULTIPLE_SINGLE_BIT_ECC_ERRORS
+    )
+    NVML_PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR = (
+        pynvml.NVML_PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR
+    )
 
     def __init__(self, *devices: FakeDevice, init_error: int | None = None) -> None:
         self.devices = list(devices)
         self.init_error = init_error
         self.init_calls = 0
         self.shutdown_calls = 0
+        self.calls: list[str] = []  # getter names asked, in order
 
     def nvmlInit(self) -> None:
         self.init_calls += 1
@@ -77,6 +96,9 @@ class FakeNvml:
         return self.devices[index]
 
     def _get(self, handle: FakeDevice, getter: str, value: Any) -> Any:
+        self.calls.append(getter)
+        if handle.lost:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_GPU_IS_LOST)
         if getter in handle.unsupported:
             raise pynvml.NVMLError(NOT_SUPPORTED)
         return value
@@ -114,8 +136,17 @@ class FakeNvml:
         return self._get(h, "clocks_throttle_reasons", h.reasons)
 
     def nvmlDeviceGetTotalEccErrors(self, h: FakeDevice, kind: int, counter: int) -> int:
-        assert counter == pynvml.NVML_VOLATILE_ECC
-        return self._get(h, "ecc", h.ecc[kind])
+        getter = "ecc" if counter == pynvml.NVML_VOLATILE_ECC else "ecc_aggregate"
+        return self._get(h, getter, h.ecc[kind, counter])
+
+    def nvmlDeviceGetRetiredPages(self, h: FakeDevice, cause: int) -> list[int]:
+        return self._get(h, "retired_pages", h.retired[cause])
+
+    def nvmlDeviceGetRetiredPagesPendingStatus(self, h: FakeDevice) -> int:
+        return self._get(h, "retired_pages_pending", h.retired_pending)
+
+    def nvmlDeviceGetRemappedRows(self, h: FakeDevice) -> tuple[int, int, int, int]:
+        return self._get(h, "remapped_rows", h.remapped)
 
     def nvmlDeviceGetPcieReplayCounter(self, h: FakeDevice) -> int:
         return self._get(h, "pcie_replay", h.replays)
@@ -143,6 +174,15 @@ def test_it_reads_every_field_of_every_gpu() -> None:
     assert (gpu.sm_clock_mhz, gpu.mem_clock_mhz) == (1980, 2619)
     assert gpu.throttle_reasons == ["sw_power_cap", "hw_thermal_slowdown"]
     assert (gpu.ecc_corrected_volatile, gpu.ecc_uncorrected_volatile) == (3, 0)
+    assert (gpu.ecc_corrected_aggregate, gpu.ecc_uncorrected_aggregate) == (41, 2)
+    assert (gpu.retired_pages_sbe, gpu.retired_pages_dbe, gpu.retired_pages_pending) == (
+        1,
+        2,
+        False,
+    )
+    assert (gpu.remapped_rows_corrected, gpu.remapped_rows_uncorrected) == (4, 1)
+    assert (gpu.remapped_rows_pending, gpu.remapped_rows_failure) == (True, False)
+    assert gpu.lost is False
     assert gpu.pcie_replay_count == 7
     assert [(p.pid, p.used_memory_bytes) for p in gpu.processes] == [
         (4242, 68_000 * MIB),
@@ -235,3 +275,53 @@ async def test_it_reports_a_simulated_backend_without_its_nvml_object(fake_vllm)
         await agent.close()
 
     assert cp.gpus == [] and "no simulated NVML object" in cp.missing["gpu"]
+
+
+def test_it_names_missing_health_fields_and_stops_asking_for_them() -> None:
+    # An Ampere+ GPU has no page retirement; a pre-Ampere one has no row remapping.
+    nvml = FakeNvml(FakeDevice(unsupported={"retired_pages", "retired_pages_pending"}))
+    collector = GpuCollector(nvml)
+
+    (gpu,), _ = collector.collect(now=0.0)
+    assert gpu.retired_pages_sbe is None and gpu.retired_pages_pending is None
+    assert gpu.missing == {
+        "retired_pages_sbe": "Not Supported",
+        "retired_pages_dbe": "Not Supported",
+        "retired_pages_pending": "Not Supported",
+    }
+    assert gpu.remapped_rows_pending is True  # the rest still read
+
+    nvml.calls.clear()
+    (gpu,), _ = collector.collect(now=1.0)
+    assert "retired_pages" not in nvml.calls and "retired_pages_pending" not in nvml.calls
+    assert "remapped_rows" in nvml.calls
+    assert gpu.missing["retired_pages_dbe"] == "Not Supported"  # still named
+
+
+def test_it_marks_a_gpu_that_fell_off_the_bus_as_lost_and_stops_calling_it() -> None:
+    device = FakeDevice(uuid="GPU-aaa", name="NVIDIA H100 80GB HBM3")
+    nvml = FakeNvml(device)
+    collector = GpuCollector(nvml)
+    collector.collect(now=0.0)
+
+    device.lost = True
+    nvml.calls.clear()
+    (gpu,), reason = collector.collect(now=1.0)
+
+    assert reason is None and gpu.lost is True
+    assert nvml.calls == ["uuid"]  # one GPU_IS_LOST answer, then nothing more is asked
+    assert (gpu.uuid, gpu.name) == ("GPU-aaa", "NVIDIA H100 80GB HBM3")  # known from before
+    assert gpu.missing["memory_used_bytes"] == "GPU is lost"
+
+
+def test_it_reports_a_gpu_gone_from_the_device_count_as_lost() -> None:
+    nvml = FakeNvml(FakeDevice(uuid="GPU-0"), FakeDevice(uuid="GPU-1"))
+    collector = GpuCollector(nvml)
+    collector.collect(now=0.0)
+
+    del nvml.devices[1]
+    gpus, _ = collector.collect(now=1.0)
+
+    assert [(g.index, g.uuid, g.lost) for g in gpus] == [(0, "GPU-0", False), (1, "GPU-1", True)]
+    assert gpus[1].missing == {"device": "no longer listed by nvmlDeviceGetCount"}
+
