@@ -106,7 +106,8 @@ RULES: tuple[_Rule, ...] = tuple(
     + _rules(
         C.SYSTEM_RESOURCE,
         12,
-        r"(?i)node running low on memory",
+        r"(?i)node running low on memory|killed due to memory pressure",
+        r"(?i)exceeds the memory usage threshold|Ray killed this worker",
         r"(?i)(?:creat|extend|allocat)\w{0,3} (?:a )?shared memory segment",
         r"(?i)failed to extend /dev/shm",
     )
@@ -202,6 +203,7 @@ RULES: tuple[_Rule, ...] = tuple(
         r"(?i)Bfloat16 is only supported on GPUs",
         r"(?i)compute capability (?:below|of at least)",
         r"(?i)Unknown quantization method|quantization method .{0,60} not supported",
+        r"(?i)quantization method specified in the model config",
         r"(?i)error: unrecognized arguments|error: argument -{1,2}\w|invalid choice: ",
         r"(?i)\d+ validation errors? for \w+Config|Value error, ",
         r"(?i)number of (?:required )?GPUs exceeds|larger than the number of available GPUs",
@@ -239,13 +241,24 @@ RULES: tuple[_Rule, ...] = tuple(
         r"\bDistNetworkError\b|(?i:failed to listen on any local network address)",
     )
     + _rules(
+        C.NETWORK_OR_PORT,
+        7,
+        r"(?i)connection (?:timed out|timeout)|port .{0,40}is reachable",
+        r"\bConnectionError\b",
+    )
+    + _rules(
         C.WORKER_TIMEOUT_OR_HANG,
         10,
         r"(?i)RPC call to \w+ timed out",
         r"(?i)Timed out waiting for engines?\b",
         r"GetTimeoutError",
     )
-    + _rules(C.WORKER_TIMEOUT_OR_HANG, 6, r"\bTimeoutError\b")
+    + _rules(
+        C.WORKER_TIMEOUT_OR_HANG,
+        6,
+        r"TimeoutError\b",
+        r"(?i)execution is hanging|processes are hanging|seems to be hanging",
+    )
     + _rules(
         C.WORKER_TIMEOUT_OR_HANG,
         5,
@@ -253,7 +266,11 @@ RULES: tuple[_Rule, ...] = tuple(
         r"(?i)Worker \S{1,80} pid \d+ died, exit code",
         r"ActorDiedError",
     )
-    + _rules(C.WORKER_TIMEOUT_OR_HANG, 4, r"(?i)No available shared memory broadcast block")
+    + _rules(
+        C.WORKER_TIMEOUT_OR_HANG,
+        4,
+        r"(?i)No available (?:shared memory broadcast )?block found",
+    )
     + _rules(
         C.OTHER,
         6,
@@ -281,7 +298,7 @@ _PREFIX = re.compile(
     r"[ \t]*[│┃|][ ]?"  # box borders of rich tracebacks, "  | " of log viewers
     r"|[\w.-]{1,64}[ \t]{1,8}\|[ ]?"  # docker compose: "vllm-1  | "
     r"|\((?:[^()\n]|\([^()\n]{0,80}\)){1,120}\)[ ]?"  # "(EngineCore_DP0 pid=812) "
-    r"|\[rank\d{1,5}\]:[ ]?"  # torch.distributed: "[rank0]: "
+    r"|\[[\w.-]{1,40}\]:[ ]?"  # torch.distributed "[rank0]: ", wrappers "[vllm]: "
     r"|\[\d{4}-\d\d-\d\d[T ][\d:.,]{5,20}Z?\][ ]?"  # "[2026-02-24T20:21:58Z] "
     r"|\d{4}-\d\d-\d\d[T ][\d:.,]{5,20}Z?[ ]"  # "2024-12-19 21:40:35 "
     r"|\[[ \d]{1,8}\.\d{3,6}\][ ]?"  # dmesg: "[ 1843.308145] "
@@ -292,7 +309,10 @@ _PREFIX = re.compile(
     r"|(?:INFO|WARNING|ERROR|CRITICAL):[ ]+"  # uvicorn: "ERROR:    "
     r")"
 )
-_ANSI = re.compile(r"\x1b\[[0-9;?]{0,20}[A-Za-z]|\x1b\][^\x07]{0,200}\x07")
+# Colour codes, raw or as printed by syslog ("#033[0m") and terminals ("^[[0m").
+_ANSI = re.compile(
+    r"\x1b\[[0-9;?]{0,20}[A-Za-z]|\x1b\][^\x07]{0,200}\x07|(?:\^\[|#033)\[[0-9;]{0,20}m"
+)
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _FRAME = re.compile(r"\s*(?:File \"|File ~|frame #\d+:|Traceback \(most recent call last\))")
 _CODE = re.compile(r"(?:[ \t]{2,}\S|\s*[\^~]{3,}\s*$)")
@@ -556,7 +576,8 @@ def _nccl_fields(found: dict[str, Any], message: str, text: str) -> None:
     ops = re.findall(r"\b(nccl[A-Z][A-Za-z]{2,40})\b", text)
     _put(found, "nccl_op", next((op for op in ops if not op.endswith("Error")), None))
     _put(found, "timeout_ms", _int(r"Timeout\(ms\)=(\d+)", message, text))
-    _put(found, "nccl_error", _first(r"NCCL error:\s*([^(\n]{1,80}?)\s*(?:\(|$)", message, text))
+    error = r"NCCL error:\s*([a-z][^({\n,]{1,80}?)\s*(?:\(|,|$)"
+    _put(found, "nccl_error", _first(error, message, text))
 
 
 def _hang_fields(found: dict[str, Any], message: str, text: str) -> None:
