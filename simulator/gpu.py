@@ -5,8 +5,7 @@ utilization, temperature lags behind power, and heat past the slowdown point set
 thermal throttle bits and lowers the SM clock, which slows the engine down.
 
 Health (ECC counters, retired pages, remapped rows, fallen off the bus) changes only when a
-scenario injects it (simulator/nvml.py, `SimulatedNvml.apply_event`). `events` is the GPU's
-NVML event stream, oldest first: what event sets registered on it deliver.
+scenario injects it (simulator/nvml.py, `SimulatedNvml.apply_event`).
 """
 
 from __future__ import annotations
@@ -96,7 +95,6 @@ class GpuState:
     lost: bool = False  # fallen off the bus: every NVML call about it answers GPU_IS_LOST
     vanished: bool = False  # ...and nvmlDeviceGetCount no longer counts it
     supported_events: int = SUPPORTED_EVENTS  # 0: the GPU supports no NVML events (vGPU)
-    events: list[tuple[int, int]] = field(default_factory=list)  # (eventType, eventData)
 
     def __post_init__(self) -> None:
         self.power_mw = int(self.spec.idle_power_w * 1000)

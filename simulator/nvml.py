@@ -67,11 +67,11 @@ def idle_gpu(index: int = 0, gpu_name: str = DEFAULT_GPU) -> GpuState:
 
 @dataclass(slots=True)
 class SimulatedEventSet:
-    """What nvmlEventSetCreate returns: per GPU, the event mask and how far it has read."""
+    """What nvmlEventSetCreate returns: per GPU the registered mask, and how far it has read."""
 
     masks: dict[int, int] = field(default_factory=dict)  # id(GpuState) -> registered mask
-    read: dict[int, int] = field(default_factory=dict)  # id(GpuState) -> events delivered
-    gpus: list[GpuState] = field(default_factory=list)
+    since: dict[int, int] = field(default_factory=dict)  # id(GpuState) -> stream position
+    read: int = 0  # events of the stream already looked at
     freed: bool = False
 
 
@@ -106,7 +106,9 @@ class SimulatedNvml:
         self.driver_version = driver_version
         self.cuda_driver_version = cuda_driver_version
         self._init_count = 0
-        # Guards every GPU's `events` and the event sets: the watcher waits in its own thread.
+        # Every NVML event of every GPU, in arrival order: (GPU, eventType, eventData).
+        self._stream: list[tuple[GpuState, int, int]] = []
+        # Guards the stream and the event sets: a watcher waits on them in its own thread.
         self._events_changed = threading.Condition()
 
     def nvmlInit(self) -> None:
@@ -262,9 +264,7 @@ class SimulatedNvml:
             raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
         with self._events_changed:
             key = id(gpu)
-            if key not in event_set.masks:
-                event_set.gpus.append(gpu)
-                event_set.read[key] = len(gpu.events)  # only what happens from now on
+            event_set.since.setdefault(key, len(self._stream))  # only what happens from now on
             event_set.masks[key] = event_set.masks.get(key, 0) | event_types
 
     def nvmlEventSetWait_v2(
@@ -294,7 +294,7 @@ class SimulatedNvml:
     def inject_event(self, gpu_index: int, event_type: int, data: int = 0) -> None:
         """Append an NVML event to GPU `gpu_index`'s stream and wake the waiting sets."""
         with self._events_changed:
-            self.gpus[gpu_index % len(self.gpus)].events.append((event_type, data))
+            self._stream.append((self.gpus[gpu_index % len(self.gpus)], event_type, data))
             self._events_changed.notify_all()
 
     def apply_event(self, kind: str, params: dict[str, Any]) -> None:
@@ -323,21 +323,23 @@ class SimulatedNvml:
     # ---------------------------------------------------------------- helpers
 
     def _next_event(self, event_set: SimulatedEventSet) -> pynvml.nvmlFriendlyObject | None:
-        for gpu in event_set.gpus:
+        while event_set.read < len(self._stream):
+            position = event_set.read
+            gpu, event_type, data = self._stream[position]
+            event_set.read += 1
             key = id(gpu)
-            while event_set.read[key] < len(gpu.events):
-                event_type, data = gpu.events[event_set.read[key]]
-                event_set.read[key] += 1
-                if event_type & event_set.masks[key]:
-                    return pynvml.nvmlFriendlyObject(
-                        {
-                            "device": gpu,
-                            "eventType": event_type,
-                            "eventData": data,
-                            "gpuInstanceId": 0xFFFFFFFF,
-                            "computeInstanceId": 0xFFFFFFFF,
-                        }
-                    )
+            if position >= event_set.since.get(key, len(self._stream)) and (
+                event_type & event_set.masks.get(key, 0)
+            ):
+                return pynvml.nvmlFriendlyObject(
+                    {
+                        "device": gpu,
+                        "eventType": event_type,
+                        "eventData": data,
+                        "gpuInstanceId": 0xFFFFFFFF,
+                        "computeInstanceId": 0xFFFFFFFF,
+                    }
+                )
         return None
 
     def _listed(self) -> list[GpuState]:
