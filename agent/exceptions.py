@@ -271,6 +271,8 @@ RULES: tuple[_Rule, ...] = tuple(
         4,
         r"(?i)No available (?:shared memory broadcast )?block found",
     )
+    # "Worker failed with error '<cause>'" quotes its cause: a known cause outweighs it.
+    + _rules(C.WORKER_TIMEOUT_OR_HANG, 3, r"(?i)Worker failed with error")
     + _rules(
         C.OTHER,
         6,
@@ -331,6 +333,8 @@ _ID = re.compile(
     r"\b(?=[0-9a-f-]{0,40}\d)[0-9a-f]{6,}(?:-[0-9a-f]{2,})*\b|\b\w{0,12}-[0-9a-f]{16,}\b"
 )
 _NUMBER = re.compile(r"\d+")
+# "Tried to allocate 250.00 MiB" and "... 1.50 GiB" are the same error.
+_SIZE_WORD = re.compile(r"\b\d+(?:\.\d+)? ?(?:[KMGT]i?B|bytes)\b")
 _SPACES = re.compile(r"\s+")
 _UNITS = {"B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3, "TB": 1024**4}
 _SIZE = r"([\d.]{1,12}) ?([KMGT]i?B|B)\b"
@@ -355,7 +359,7 @@ def classify(text: str | bytes) -> Classification:
 
 def signature(category: str, message: str) -> str:
     """Return a key equal for repeats of one error: its message without numbers or ids."""
-    text = _HEX.sub("<hex>", message)
+    text = _SIZE_WORD.sub("<size>", _HEX.sub("<hex>", message))
     text = _ID.sub("<id>", text)
     text = _NUMBER.sub("<n>", text)
     text = _SPACES.sub(" ", text).strip()
