@@ -2,7 +2,14 @@
 
 `collect()` never raises for a collector's failure: whatever a collector cannot produce is
 named in `checkpoint.missing` (`vllm`, `vllm_metrics`, `gpu`, `process`) with the reason.
-Concurrent calls share one collection in flight, so a burst of polls costs one scrape.
+Concurrent calls share one collection in flight, so a burst of polls costs one scrape; each
+caller then gets the events it asked for (`events_since`).
+
+The agent's parts, for whoever adds to it:
+    agent.vllm      its hold on vLLM (agent/control.py): supervise or attach mode
+    agent.logs      vLLM's output and the agent's own lines: `agent.logs.subscribe(callback)`
+    agent.events    the EventLog: transitions, errors, GPU events, validation reports
+    agent.actions   the action executor behind POST /v1/actions
 """
 
 from __future__ import annotations
@@ -13,6 +20,10 @@ import time
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
+from agent.actions import REGISTRY
+from agent.actions.base import ActionContext
+from agent.actions.executor import ActionExecutor
+from agent.attach import AttachedVllm, engine_args_from_server
 from agent.checkpoint import (
     CHECKPOINT_VERSION,
     Checkpoint,
@@ -27,37 +38,112 @@ from agent.collectors.lifecycle import LifecycleTracker
 from agent.collectors.process import ProcessCollector
 from agent.collectors.vllm import VllmCollector, VllmProbe
 from agent.config import AgentConfig
+from agent.control import VllmControl
+from agent.events import EventLog
+from agent.logsources import LogFanout
+from agent.processes import OsSignaller, Signaller
+from agent.supervisor import ProcessSupervisor, RestartPolicy
+from agent.vllm_args import parse
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+# In attach mode without a command line, /server_info is asked again this often until it
+# answers (it runs vLLM's collect_env: not something to call on every poll).
+SERVER_INFO_RETRY_S = 300.0
+
 
 class Agent:
     def __init__(
-        self, config: AgentConfig, *, nvml: Any | None = None, process_source: Any | None = None
+        self,
+        config: AgentConfig,
+        *,
+        nvml: Any | None = None,
+        process_source: Any | None = None,
+        vllm: VllmControl | None = None,
+        signaller: Signaller | None = None,
     ) -> None:
         self.config = config
         self.started_at = time.time()
         self.seq = 0
+        self.events = EventLog()
+        self.vllm = vllm if vllm is not None else default_control(config)
+        self.logs = self.vllm.logs
         self._vllm = VllmCollector(config.vllm_url, timeout_s=config.scrape_timeout_s)
-        self._gpu, self._gpu_unavailable = _gpu_collector(config.gpu_backend, nvml)
-        self._process = ProcessCollector(process_source, pid=config.vllm_pid, port=config.vllm_port)
+        self.nvml, self._gpu_unavailable = _nvml(config.gpu_backend, nvml)
+        self._gpu = GpuCollector(self.nvml) if self.nvml is not None else None
+        source = process_source if process_source is not None else self.vllm.process
+        self._process = ProcessCollector(source, pid=config.vllm_pid, port=config.vllm_port)
         self._lifecycle = LifecycleTracker(config.stall_after_s)
         self._in_flight: asyncio.Future[Checkpoint] | None = None
+        self._served_args: dict[str, Any] = {}
+        self._served_args_at: float | None = None
+        if signaller is None and config.gpu_backend == "nvml":
+            signaller = OsSignaller()  # a simulated NVML lists pids that are not this machine's
+        self.actions = ActionExecutor(REGISTRY, self._action_context(signaller))
 
-    async def collect(self) -> Checkpoint:
-        """Return a fresh checkpoint; callers arriving during a collection share its result."""
+    async def start(self) -> None:
+        """Start vLLM (supervise mode) or follow its log (attach mode)."""
+        await self.vllm.start()
+
+    async def collect(self, events_since: int | None = None) -> Checkpoint:
+        """Return a fresh checkpoint with the events after `events_since` (all kept if None).
+
+        Callers arriving during a collection share its result.
+        """
         if self._in_flight is None:
             self._in_flight = asyncio.ensure_future(self._collect())
             self._in_flight.add_done_callback(self._collection_done)
         # shield: one caller giving up must not cancel the collection the others wait for.
-        return await asyncio.shield(self._in_flight)
+        checkpoint = await asyncio.shield(self._in_flight)
+        return self._with_events(checkpoint, events_since or 0)
 
     async def close(self) -> None:
+        await self.actions.close()
+        await self.vllm.close()
         await self._vllm.close()
         if self._gpu is not None:
             self._gpu.close()
+
+    def _action_context(self, signaller: Signaller | None) -> ActionContext:
+        return ActionContext(
+            vllm=self.vllm,
+            vllm_url=self.config.vllm_url,
+            events=self.events,
+            nvml=self.nvml,
+            nvml_unavailable=self._gpu_unavailable,
+            signaller=signaller,
+        )
+
+    def _with_events(self, checkpoint: Checkpoint, since: int) -> Checkpoint:
+        batch = self.events.since(since)
+        return replace(
+            checkpoint,
+            event_seq=self.events.last_id,
+            transitions=batch.transitions,
+            errors=batch.errors,
+            gpu_events=batch.gpu_events,
+            validations=batch.validations,
+        )
+
+    async def _engine_args(self, probe: VllmProbe, now: float) -> dict[str, Any]:
+        """Return vLLM's engine arguments: the command line's, else what /server_info says."""
+        command = self.vllm.command
+        if command is not None:
+            return dict(command.args)
+        if probe.vllm is None or not probe.vllm.health.ok:
+            return self._served_args
+        asked_at = self._served_args_at
+        retry = asked_at is None or (
+            not self._served_args and now - asked_at >= SERVER_INFO_RETRY_S
+        )
+        if retry or probe.vllm.restarted:
+            self._served_args_at = now
+            self._served_args = await engine_args_from_server(
+                self.config.vllm_url, self.config.scrape_timeout_s
+            )
+        return self._served_args
 
     def _collection_done(self, future: asyncio.Future[Checkpoint]) -> None:
         if self._in_flight is future:
@@ -76,6 +162,7 @@ class Agent:
         gpu_list = _unpack("gpu", gpus, missing) or []
         proc = _unpack("process", process, missing)
         state, detail = self._lifecycle.update(probe, proc.pid if proc else None, started)
+        engine_args = await _guarded("engine_args", missing, self._engine_args(probe, started))
         self.seq += 1
         return _validated(
             Checkpoint(
@@ -92,12 +179,14 @@ class Agent:
                 gpu_backend=self.config.gpu_backend,
                 process=proc,
                 missing=missing,
+                mode=self.vllm.mode,
+                engine_args=engine_args or {},
             )
         )
 
     async def _collect_gpus(self, now: float) -> tuple[list[Gpu], str | None]:
         if self._gpu is None:
-            return [], self._gpu_unavailable
+            return [], None if self.config.gpu_backend == "none" else self._gpu_unavailable
         if self.config.gpu_backend == "nvml":
             # Real NVML calls block for up to milliseconds each; the simulated one does not.
             return await asyncio.to_thread(self._gpu.collect, now)
@@ -122,12 +211,23 @@ def _validated(cp: Checkpoint) -> Checkpoint:
     return decode(encode(cp))
 
 
-def _gpu_collector(backend: str, nvml: Any | None) -> tuple[GpuCollector | None, str | None]:
-    """Return the GPU collector for `backend`, or None and why GPUs will be missing."""
+def default_control(config: AgentConfig) -> VllmControl:
+    """Return the agent's hold on vLLM for `config`: a supervisor, or attach mode."""
+    logs = LogFanout()
+    if config.mode == "attach":
+        return AttachedVllm(config, logs)
+    policy = RestartPolicy(on_failure=config.restart_on_failure, delay_s=config.restart_delay_s)
+    return ProcessSupervisor(
+        parse(config.vllm_command), logs=logs, policy=policy, stop_timeout_s=config.stop_timeout_s
+    )
+
+
+def _nvml(backend: str, nvml: Any | None) -> tuple[Any | None, str | None]:
+    """Return the NVML object for `backend`, or None and why GPUs will be missing."""
     if backend == "none":
-        return None, None
+        return None, "gpu_backend is 'none'"
     if nvml is not None:
-        return GpuCollector(nvml), None
+        return nvml, None
     if backend == "simulated":
         # Never fall back to anything silently: a simulated backend needs its object.
         return None, "gpu_backend is 'simulated' but no simulated NVML object was given"
@@ -135,7 +235,7 @@ def _gpu_collector(backend: str, nvml: Any | None) -> tuple[GpuCollector | None,
         import pynvml
     except ImportError as exc:
         return None, f"cannot import pynvml (nvidia-ml-py): {exc}"
-    return GpuCollector(pynvml), None
+    return pynvml, None
 
 
 async def _guarded(name: str, missing: dict[str, str], collection: Awaitable[T]) -> T | None:

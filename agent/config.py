@@ -1,11 +1,20 @@
-"""The agent's configuration: one dataclass, filled by the CLI (agent/main.py) or the simulator."""
+"""The agent's configuration: one dataclass, filled by the CLI (agent/main.py) or the simulator.
+
+The mode follows from it: with a `vllm_command` the agent supervises vLLM (runs it as its
+child); without one it attaches to a vLLM started elsewhere.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from agent.vllm_args import VllmArgsError, parse
+
 GPU_BACKENDS = ("nvml", "none", "simulated")
+# Only in attach mode: in supervise mode the agent owns the process and its output.
+ATTACH_ONLY = ("log_file", "journal_unit", "vllm_cmdline", "restart_command", "restart_template")
+TEMPLATE_TOKENS = ("{vllm_argv}", "{env}")
 
 
 @dataclass(kw_only=True)
@@ -19,6 +28,18 @@ class AgentConfig:
     vllm_pid: int | None = None  # else found by the process listening on vllm_url's port
     scrape_timeout_s: float = 2.0
     stall_after_s: float = 15.0  # no forward progress this long with requests running
+    # supervise mode
+    vllm_command: list[str] = field(default_factory=list)  # the vLLM argv the agent runs
+    restart_on_failure: bool = False  # restart vLLM after an exit the agent did not ask for
+    restart_delay_s: float = 5.0
+    stop_timeout_s: float = 30.0  # SIGTERM, then SIGKILL after this long
+    # attach mode
+    log_file: str | None = None  # vLLM's log file, followed like `tail -F`
+    journal_unit: str | None = None  # or the systemd unit whose journal holds vLLM's output
+    vllm_cmdline: list[str] = field(default_factory=list)  # how vLLM was started
+    restart_command: list[str] = field(default_factory=list)  # argv that restarts vLLM
+    restart_template: list[str] = field(default_factory=list)  # argv with {vllm_argv}, {env}
+    command_timeout_s: float = 120.0  # a restart command running longer is killed
 
     def __post_init__(self) -> None:
         problems = _problems(self)
@@ -28,9 +49,14 @@ class AgentConfig:
     def __repr__(self) -> str:
         # Keeps the token out of logs and tracebacks.
         return (
-            f"AgentConfig(host_name={self.host_name!r}, vllm_url={self.vllm_url!r}, "
-            f"listen={self.listen_host}:{self.listen_port}, gpu_backend={self.gpu_backend!r})"
+            f"AgentConfig(host_name={self.host_name!r}, mode={self.mode!r}, "
+            f"vllm_url={self.vllm_url!r}, listen={self.listen_host}:{self.listen_port}, "
+            f"gpu_backend={self.gpu_backend!r})"
         )
+
+    @property
+    def mode(self) -> str:
+        return "supervise" if self.vllm_command else "attach"
 
     @property
     def vllm_port(self) -> int | None:
@@ -52,10 +78,43 @@ def _problems(config: AgentConfig) -> list[str]:
         problems.append(f"gpu_backend {config.gpu_backend!r} is not one of {GPU_BACKENDS}")
     if config.vllm_pid is not None and config.vllm_pid <= 0:
         problems.append(f"vllm_pid {config.vllm_pid} is not a pid")
-    if config.scrape_timeout_s <= 0:
-        problems.append("scrape_timeout_s must be positive")
-    if config.stall_after_s < 0:
-        problems.append("stall_after_s must not be negative")
+    for name in ("scrape_timeout_s", "stop_timeout_s", "command_timeout_s"):
+        if getattr(config, name) <= 0:
+            problems.append(f"{name} must be positive")
+    for name in ("stall_after_s", "restart_delay_s"):
+        if getattr(config, name) < 0:
+            problems.append(f"{name} must not be negative")
+    return problems + _mode_problems(config) + _argv_problems(config)
+
+
+def _mode_problems(config: AgentConfig) -> list[str]:
+    if config.mode == "attach":
+        if config.log_file and config.journal_unit:
+            return ["log_file and journal_unit: choose one log source"]
+        return []
+    problems = [f"{name} is for attach mode" for name in ATTACH_ONLY if getattr(config, name)]
+    if config.vllm_pid is not None:
+        problems.append("vllm_pid is for attach mode: a supervised vLLM is the agent's child")
+    return problems
+
+
+def _argv_problems(config: AgentConfig) -> list[str]:
+    problems = []
+    for name in ("vllm_command", "vllm_cmdline", "restart_command", "restart_template"):
+        argv = getattr(config, name)
+        if any(not isinstance(a, str) or not a or "\0" in a for a in argv):
+            problems.append(f"{name} must be a list of non-empty strings")
+    for name in ("vllm_command", "vllm_cmdline"):
+        try:
+            if getattr(config, name):
+                parse(getattr(config, name))
+        except VllmArgsError as exc:
+            problems.append(f"{name}: {exc}")
+    template = config.restart_template
+    if template and not any(t in template for t in TEMPLATE_TOKENS):
+        problems.append(f"restart_template uses neither of {', '.join(TEMPLATE_TOKENS)}")
+    if "{vllm_argv}" in template and not config.vllm_cmdline:
+        problems.append("restart_template uses {vllm_argv}: give vllm_cmdline too")
     return problems
 
 
