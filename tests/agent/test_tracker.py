@@ -10,12 +10,14 @@ from pathlib import Path
 import pytest
 
 from agent.checkpoint import ErrorEvent, Gpu, Health, Rates, Startup, Transition, Vllm
-from agent.collectors.vllm import VllmProbe
+from agent.collectors.gpu import GpuCollector
+from agent.collectors.vllm import VllmCollector, VllmProbe
 from agent.events import EventLog
 from agent.lifecycle import LifecycleState as S
 from agent.lifecycle_lines import read_line
 from agent.loglines import LogLine
 from agent.tracker import StateTracker
+from simulator.fleet import Fleet, FleetConfig, run_fleet
 
 LOGS = Path(__file__).resolve().parent.parent / "data" / "vllm_logs"
 _STAMP = re.compile(r"\b(\d\d-\d\d \d\d:\d\d:\d\d)\b")
@@ -663,3 +665,77 @@ def test_it_says_degraded_while_elastic_ep_scales() -> None:
     scaling = probe(True, status=503, error='{"error":"The model is currently scaling."}')
     state, detail = update(StateTracker(EventLog()), scaling, 100)
     assert state is S.DEGRADED and "scaling" in detail
+
+
+# ---------------------------------------------------------------- against the simulator
+
+
+async def _follow(fleet: Fleet, tracker: StateTracker, seconds: float) -> list[S]:
+    """Run the fleet's only host for `seconds`, as the agent would: its log lines, then one
+    real scrape and NVML reading every 5 s. Return the state after each checkpoint."""
+    host = fleet.hosts[0]
+    vllm = VllmCollector(fleet.manifest["hosts"][0]["vllm_url"], timeout_s=1.0)
+    gpus = GpuCollector(host.sim.nvml)
+    seen, read = [], 0
+    try:
+        for _ in range(round(seconds / 5)):
+            await fleet.advance(5)
+            lines = list(host.sim.log.lines)
+            for text in lines[read:]:
+                tracker.feed_log(LogLine(at=host.sim.now, text=text))
+            read = len(lines)
+            run = host.sim.run
+            state, _ = tracker.update(
+                await vllm.collect(),
+                process_alive=run is not None and run.proc.running,
+                gpus=gpus.collect(fleet.t)[0],
+                now_mono=fleet.t,
+                now_epoch=host.sim.now,
+            )
+            seen.append(state)
+    finally:
+        await vllm.close()
+    return seen
+
+
+def _runs(seen: list[S]) -> list[S]:
+    return [s for i, s in enumerate(seen) if i == 0 or seen[i - 1] is not s]
+
+
+async def test_it_follows_a_simulated_server_through_a_hang_its_death_and_a_restart() -> None:
+    events = EventLog()
+    tracker = StateTracker(events, stall_after_s=15)
+    config = FleetConfig(seed=3, scenarios=["engine_death"], speed=0, with_agents=False)
+    async with run_fleet(config) as fleet:
+        seen = await _follow(fleet, tracker, 200)
+
+    # The stall begins at 80 s of uptime; /health stays 200 until the RPC timeout kills it.
+    assert _runs(seen) == [
+        S.SERVING,
+        S.DEGRADED,
+        S.FAILED_ENGINE_DEAD,
+        S.INITIALIZING,
+        S.SERVING,
+    ]
+    assert states(events) == [
+        *STARTUP_PHASES,
+        S.DEGRADED,
+        S.FAILED_ENGINE_DEAD,
+        *STARTUP_PHASES,
+    ]
+    degraded = seen.index(S.DEGRADED)
+    assert seen[degraded - 3 : degraded] == [S.SERVING] * 3  # no progress, but not for 15 s yet
+    startup = tracker.startup
+    assert startup is not None and startup.vllm_version == "0.24.0"
+    assert startup.kv_cache_tokens is not None and startup.serving_at is not None
+
+
+async def test_it_sees_a_simulated_gpu_overheat_through_nvml() -> None:
+    events = EventLog()
+    tracker = StateTracker(events)
+    config = FleetConfig(seed=3, scenarios=["thermal_throttling"], speed=0, with_agents=False)
+    async with run_fleet(config) as fleet:
+        seen = await _follow(fleet, tracker, 160)
+
+    assert _runs(seen) == [S.SERVING, S.DEGRADED]
+    assert transitions(events)[-1].trigger.startswith("GPU throttled: GPU 0 ")
