@@ -39,6 +39,8 @@ MATCHES_PER_RULE = 8
 # A match on a quoted source line ("    raise ValueError(...)") is weaker than on the
 # exception line: the same words appear in code that did not run.
 CODE_LINE_PENALTY = 4
+# Evidence this strong on a line without a log level is an error on its own ("Killed").
+STRONG_WEIGHT = 8
 
 
 class Category(StrEnum):
@@ -305,7 +307,7 @@ _PREFIX = re.compile(
     r"|\d{4}-\d\d-\d\d[T ][\d:.,]{5,20}Z?[ ]"  # "2024-12-19 21:40:35 "
     r"|\[[ \d]{1,8}\.\d{3,6}\][ ]?"  # dmesg: "[ 1843.308145] "
     r"|[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \S{1,64} \S{1,64}: "  # journald
-    r"|(?:DEBUG|INFO|WARNING|WARN|ERROR|CRITICAL)"  # vLLM: "ERROR 11-27 10:04:31 [core.py:7] "
+    r"|(?:DEBUG|INFO|WARNING|WARN|ERROR|CRITICAL)(?=[ ]|$)"  # "ERROR 11-27 10:04:31 [core.py:7] "
     r"(?:[ ]+(?:\d{4}-)?\d\d-\d\d[ ]+[\d:.]{8,15})?(?:[ ]+\d{1,8})?"
     r"(?:[ ]+(?:\[[^\]\n]{1,120}[\]\[]\]?|[\w./-]{1,80}:\d{1,6}\]))?[ ]?"
     r"|(?:INFO|WARNING|ERROR|CRITICAL):[ ]+"  # uvicorn: "ERROR:    "
@@ -388,13 +390,29 @@ def _clean(text: str) -> list[tuple[str, str]]:
     return [_clean_line(line[:MAX_LINE_CHARS]) for line in raw]
 
 
-def _clean_line(line: str) -> tuple[str, str]:
+def split_prefix(line: str) -> tuple[str, str]:
+    """Return (prefixes, message) of one line; the message keeps its indentation."""
+    rest = line
     for _ in range(8):
-        match = _PREFIX.match(line)
+        match = _PREFIX.match(rest)
         if match is None or match.end() == 0:
             break
-        line = line[match.end() :]
-    line = line.rstrip(_TRAILING_BORDER)
+        rest = rest[match.end() :]
+    return line[: len(line) - len(rest)], rest
+
+
+def strong_category(line: str, min_weight: int = STRONG_WEIGHT) -> Category | None:
+    """Return the category of the strongest rule one line matches, if it weighs min_weight."""
+    best: _Rule | None = None
+    for rule in RULES:
+        stronger = best is None or rule.weight > best.weight
+        if rule.weight >= min_weight and stronger and rule.pattern.search(line):
+            best = rule
+    return best.category if best else None
+
+
+def _clean_line(line: str) -> tuple[str, str]:
+    line = split_prefix(line)[1].rstrip(_TRAILING_BORDER)
     if _FRAME.match(line):
         return line, "frame"
     if _CODE.match(line):
@@ -440,9 +458,12 @@ def _message(line: str, start: int) -> str:
 
 
 def _unmatched(lines: list[tuple[str, str]]) -> Classification:
-    texts = [line.strip() for line, kind in lines if kind != "frame" and line.strip()]
+    """Return OTHER with the best line there is: the last exception line, else the first line
+    of text, else the first line at all (a traceback cut short has only frames and code)."""
+    texts = [line.strip() for line, kind in lines if kind == "text" and line.strip()]
     exceptions = [t for t in texts if _EXCEPTION_AT_START.match(t)]
-    message = _message((exceptions or texts or [""])[-1 if exceptions else 0], 0)
+    anything = [line.strip() for line, _ in lines if line.strip()]
+    message = _message((exceptions[-1:] or texts[:1] or anything[:1] or [""])[0], 0)
     fields = _fields(Category.OTHER, message, "")
     return Classification(Category.OTHER, message, signature(Category.OTHER, message), fields)
 
