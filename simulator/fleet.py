@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from simulator.host import SimulatedHost
-from simulator.scenario import Scenario, load_scenario
+from simulator.host import ProcessHost, SimulatedHost
+from simulator.scenario import load_scenario
 
 TICK_S = 0.25
 MAX_TICKS_PER_WAKE = 40  # when the CPU falls behind, serve HTTP between catch-up batches
@@ -43,6 +43,7 @@ class FleetConfig:
     with_agents: bool = True
     epoch: float | None = None  # the simulated clock's start (epoch s); None: now
     tick_s: float = TICK_S
+    processes: bool = False  # each vLLM a real child process on its own clock (at `speed`)
 
 
 class Fleet:
@@ -50,24 +51,52 @@ class Fleet:
         self.config = config
         self.epoch = config.epoch if config.epoch is not None else round(time.time(), 3)
         self.t = 0.0
-        scenarios = [load_scenario(name) for name in config.scenarios]
-        self.hosts = [self._host(i, scenarios[i % len(scenarios)]) for i in range(config.hosts)]
+        names = config.scenarios
+        self._scenarios = {name: load_scenario(name) for name in names}
+        # `hosts` are simulated in this process; with `processes`, `process_hosts` instead.
+        self.hosts: list[SimulatedHost] = []
+        self.process_hosts: list[ProcessHost] = []
+        for i in range(config.hosts):
+            self._add_host(i, names[i % len(names)])
         self._clock: asyncio.Task[None] | None = None
 
-    def _host(self, i: int, scenario: Scenario) -> SimulatedHost:
+    def _add_host(self, i: int, scenario: str) -> None:
         c = self.config
-        ports = (c.base_port + 2 * i, c.base_port + 2 * i + 1) if c.base_port else (0, 0)
-        return SimulatedHost(
-            f"gpu-{i + 1:02d}",
-            scenario,
-            c.seed,
-            self.epoch,
-            bind=c.bind,
-            vllm_port=ports[0],
-            agent_port=ports[1],
-            log_dir=c.log_dir,
-            advertise_host=c.advertise_host,
+        vllm_port, agent_port = (
+            (c.base_port + 2 * i, c.base_port + 2 * i + 1) if c.base_port else (0, 0)
         )
+        name = f"gpu-{i + 1:02d}"
+        if c.processes:
+            host = ProcessHost(
+                name,
+                scenario,
+                c.seed,
+                c.speed,
+                bind=c.bind,
+                vllm_port=vllm_port,
+                agent_port=agent_port,
+                log_dir=c.log_dir,
+                advertise_host=c.advertise_host,
+            )
+            self.process_hosts.append(host)
+            return
+        self.hosts.append(
+            SimulatedHost(
+                name,
+                self._scenarios[scenario],
+                c.seed,
+                self.epoch,
+                bind=c.bind,
+                vllm_port=vllm_port,
+                agent_port=agent_port,
+                log_dir=c.log_dir,
+                advertise_host=c.advertise_host,
+            )
+        )
+
+    @property
+    def all_hosts(self) -> list[SimulatedHost | ProcessHost]:
+        return [*self.hosts, *self.process_hosts]
 
     @property
     def manifest(self) -> dict[str, Any]:
@@ -76,16 +105,16 @@ class Fleet:
             "seed": self.config.seed,
             "speed": self.config.speed,
             "epoch": self.epoch,
-            "hosts": [h.manifest_entry() for h in self.hosts],
+            "hosts": [h.manifest_entry() for h in self.all_hosts],
         }
 
-    def host(self, name: str) -> SimulatedHost:
-        return next(h for h in self.hosts if h.name == name)
+    def host(self, name: str) -> SimulatedHost | ProcessHost:
+        return next(h for h in self.all_hosts if h.name == name)
 
     async def start(self) -> None:
-        for h in self.hosts:
+        for h in self.all_hosts:
             await h.start(with_agent=self.config.with_agents)
-        if self.config.speed > 0:
+        if self.config.speed > 0 and not self.config.processes:
             self._clock = asyncio.create_task(self._run_clock(), name="simulator-clock")
 
     async def close(self) -> None:
@@ -93,7 +122,7 @@ class Fleet:
             self._clock.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._clock
-        for h in self.hosts:
+        for h in self.all_hosts:
             await h.close()
 
     async def advance(self, seconds: float) -> None:
@@ -106,7 +135,7 @@ class Fleet:
     def tick(self) -> None:
         """Step every host through one tick; the ports follow at the next `sync()`."""
         for h in self.hosts:
-            h.sim.step(self.config.tick_s)
+            h.step(self.config.tick_s)
         self.t += self.config.tick_s
 
     async def sync(self) -> None:

@@ -1,5 +1,7 @@
 """`sentinel-simulate`: run a fleet of simulated vLLM hosts, each with a real agent.
 
+Every agent supervises its vLLM: actions restart it with changed arguments for real.
+
     sentinel-simulate --hosts 8 --seed 1 --scenario healthy,memory_leak_oom \\
         --manifest .sentinel/fleet.json --log-dir .sentinel/logs
 
@@ -39,6 +41,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--log-dir", type=Path, help="write each host's vLLM log to DIR/<host>.log")
     p.add_argument("--epoch", type=float, help="simulated start time (epoch s), default now")
+    p.add_argument(
+        "--processes",
+        action="store_true",
+        help="run each vLLM as a real child process (python -m simulator.vllm_process) "
+        "under its agent's supervisor; default: in this process, cheaper",
+    )
     args = p.parse_args(argv)
     if args.hosts < 1:
         p.error("--hosts must be at least 1")
@@ -64,6 +72,7 @@ async def serve(args: argparse.Namespace) -> None:
         base_port=args.base_port,
         log_dir=args.log_dir,
         epoch=args.epoch,
+        processes=args.processes,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
