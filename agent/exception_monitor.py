@@ -59,6 +59,10 @@ FAILURE_SIGNALS = re.compile(
     r"|engine core exited unexpectedly",
     re.IGNORECASE,
 )
+# ERROR lines that are context for the error that follows them, not errors themselves.
+CONTEXT_LINES = re.compile(
+    r"Dumping (?:input data|scheduler output|scheduler stats)|Scheduler(?:Output|Stats)\("
+)
 ERROR_LEVELS = frozenset({"ERROR", "CRITICAL"})
 QUIET_LEVELS = frozenset({"DEBUG", "INFO", "WARNING", "WARN"})
 
@@ -215,7 +219,7 @@ def _level(name: str) -> str:
 
 def _opens(line: _Line) -> bool:
     message = line.message.strip()
-    if not message:
+    if not message or CONTEXT_LINES.match(message):
         return False
     if line.level in ERROR_LEVELS:
         return True

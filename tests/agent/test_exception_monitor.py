@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import time
 import tracemalloc
 from collections.abc import Iterable
@@ -189,6 +190,9 @@ def test_it_ignores_ordinary_lines_and_reports_the_failure_signals_of_reference_
         "[rank0]:[W409 11:42:27.776885251 ProcessGroupNCCL.cpp:1250] Warning: WARNING: process"
         " group has NOT been destroyed before we destruct ProcessGroupNCCL.",
         "INFO:     Application startup complete.",
+        "ERROR 06-15 13:57:57 [dump_input.py:79] Dumping scheduler output for model execution:",
+        "ERROR 06-15 13:57:57 [dump_input.py:82] SchedulerStats(num_running_reqs=1,"
+        " num_waiting_reqs=0, gpu_cache_usage=0.0006499203847528667)",
         '(APIServer pid=5) INFO:     127.0.0.1:5000 - "GET /health HTTP/1.1" 200 OK',
     ]
     monitor = ExceptionMonitor(EventLog())
@@ -248,3 +252,17 @@ def test_it_numbers_its_events_in_the_event_log() -> None:
     assert [e.id for e in events] == [1, 2]
     assert [e.category for e in events] == ["network_or_port", "system_resource"]
     assert log.since(1).errors == events[1:]
+
+
+def test_it_never_raises_on_junk_and_bounds_what_it_keeps() -> None:
+    rng = random.Random(11)
+    junk = [
+        bytes(rng.randrange(256) for _ in range(rng.randrange(1, 300))).decode("latin-1")
+        for _ in range(2_000)
+    ]
+    junk += ["(" * 10_000, "ERROR " + "x" * 200_000, "Traceback (most recent call last):" * 50]
+    monitor = ExceptionMonitor(EventLog())
+    last = feed(monitor, junk)
+    events = monitor.flush(last + 1)
+    assert all(len(e.traceback) <= MAX_TRACEBACK_CHARS + 10 for e in events)
+    assert all(len(e.message) <= 400 for e in events)
