@@ -324,4 +324,3 @@ def test_it_reports_a_gpu_gone_from_the_device_count_as_lost() -> None:
 
     assert [(g.index, g.uuid, g.lost) for g in gpus] == [(0, "GPU-0", False), (1, "GPU-1", True)]
     assert gpus[1].missing == {"device": "no longer listed by nvmlDeviceGetCount"}
-
