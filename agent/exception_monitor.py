@@ -34,7 +34,13 @@ from enum import Enum
 
 from agent.checkpoint import ErrorEvent
 from agent.events import EventLog
-from agent.exceptions import Classification, classify, split_prefix, strong_category
+from agent.exceptions import (
+    Classification,
+    classify,
+    split_prefix,
+    strip_colours,
+    strong_category,
+)
 from agent.loglines import LogLine
 
 QUIET_S = 0.5  # a traceback is written at once: half a second without a line ends it
@@ -56,7 +62,8 @@ FAILURE_SIGNALS = re.compile(
     r"|Input prompt \(\d+ tokens\) is too long"
     r"|exceeds the capacity of block_manager"
     r"|Worker proc \S+ died"
-    r"|engine core exited unexpectedly",
+    r"|engine core exited unexpectedly"
+    r"|Failed to import from vllm\._C",
     re.IGNORECASE,
 )
 # ERROR lines that are context for the error that follows them, not errors themselves.
@@ -138,7 +145,8 @@ class ExceptionMonitor:
 
     def feed(self, line: LogLine) -> None:
         """Take one line of vLLM's output (stdout, stderr, a log file or the journal)."""
-        parsed = _split(line.text)
+        text = strip_colours(line.text.rstrip("\r\n"))[:MAX_LINE_CHARS]
+        parsed = _split(text)
         record = self._open.get(parsed.process)
         if record is not None and line.at - record.last_at > self.quiet_s:
             self._close(parsed.process)
@@ -149,11 +157,11 @@ class ExceptionMonitor:
                 record.last_at = line.at
                 return
             if _continues(record, parsed):
-                record.add(line.text[:MAX_LINE_CHARS], line.at)
+                record.add(text, line.at)
                 return
             self._close(parsed.process)
         if _opens(parsed):
-            self._start(parsed, line)
+            self._start(parsed, text, line.at)
 
     def flush(self, now: float) -> list[ErrorEvent]:
         """Close the records that went quiet, add this interval's errors to the EventLog."""
@@ -166,16 +174,16 @@ class ExceptionMonitor:
         self._classified.clear()
         return [self._events.add(_event(p)) for p in pending]
 
-    def _start(self, parsed: _Line, line: LogLine) -> None:
+    def _start(self, parsed: _Line, text: str, at: float) -> None:
         if len(self._open) >= MAX_OPEN_RECORDS:
             oldest = min(self._open.values(), key=lambda r: r.last_at)
             self._close(oldest.process)
-        record = _Record(
-            parsed.process, parsed.prefix, parsed.level, parsed.message, line.at, line.at
-        )
+        record = _Record(parsed.process, parsed.prefix, parsed.level, parsed.message, at, at)
         if _TRACEBACK in parsed.message:
             record.state = _State.TRACE
-        record.add(line.text[:MAX_LINE_CHARS], line.at)
+        elif _EXCEPTION_LINE.match(parsed.message):
+            record.state = _State.AFTER  # an exception printed alone; its message may go on
+        record.add(text, at)
         self._open[parsed.process] = record
 
     def _close(self, process: str) -> None:
@@ -205,7 +213,7 @@ class ExceptionMonitor:
 
 
 def _split(text: str) -> _Line:
-    prefix, message = split_prefix(text.rstrip("\r\n"))
+    prefix, message = split_prefix(text)
     level = _LEVEL.search(prefix)
     name = _level(level.group(1)) if level else None
     # Editors and log shippers drop trailing spaces: "[core.py:708] " and "[core.py:708]"
@@ -269,6 +277,8 @@ def _takes_message_line(record: _Record) -> bool:
     if record.state in (_State.TRACE, _State.CHAINING):
         record.state = _State.AFTER  # the exception line ends the frames
         return True
+    if record.state is _State.MESSAGE and not record.prefix:
+        return False  # a raw line alone ("Killed"): the raw lines after it are not part of it
     if record.trailing < MAX_TRAILING_LINES:
         record.trailing += 1
         return True

@@ -381,9 +381,14 @@ def _bounded(text: str | bytes) -> str:
     return text
 
 
+def strip_colours(text: str) -> str:
+    """Return `text` without terminal colour codes and control bytes (newlines and tabs stay)."""
+    return _CONTROL.sub("", _ANSI.sub("", text))
+
+
 def _clean(text: str) -> list[tuple[str, str]]:
     """Return (line, kind) pairs: the line without log prefixes; kind frame, code or text."""
-    text = _CONTROL.sub("", _ANSI.sub("", text.replace("\r\n", "\n").replace("\r", "\n")))
+    text = strip_colours(text.replace("\r\n", "\n").replace("\r", "\n"))
     raw = text.split("\n")
     if len(raw) > MAX_LINES:
         raw = raw[: MAX_LINES // 5] + raw[-(MAX_LINES - MAX_LINES // 5) :]

@@ -8,11 +8,13 @@ import tracemalloc
 from collections.abc import Iterable
 from itertools import zip_longest
 
+import pytest
+
 from agent.checkpoint import ErrorEvent
 from agent.events import EventLog
 from agent.exception_monitor import MAX_TRACEBACK_CHARS, ExceptionMonitor
 from agent.loglines import LogLine
-from tests.agent.test_exceptions import corpus_text
+from tests.agent.test_exceptions import ALL_TEXTS, CorpusText, corpus_text
 
 LINE_STEP_S = 0.001  # a process writes a traceback's lines within milliseconds
 
@@ -266,3 +268,27 @@ def test_it_never_raises_on_junk_and_bounds_what_it_keeps() -> None:
     events = monitor.flush(last + 1)
     assert all(len(e.traceback) <= MAX_TRACEBACK_CHARS + 10 for e in events)
     assert all(len(e.message) <= 400 for e in events)
+
+
+def test_it_keeps_the_lines_of_a_multi_line_exception_message_together() -> None:
+    text = lines_of("model_load_error-private-gpt-1985-oserror-gated.txt")
+    monitor = ExceptionMonitor(EventLog())
+    [event] = monitor.flush(feed(monitor, text) + 1)
+    assert event.traceback == "\n".join(text)
+    assert event.fields["repo"] == "mistralai/Mistral-7B-Instruct-v0.2"
+
+
+def test_it_does_not_append_unrelated_raw_lines_to_a_raw_error_line() -> None:
+    lines = ["Killed", "Loading safetensors checkpoint shards:  50% Completed | 2/4", "Killed"]
+    monitor = ExceptionMonitor(EventLog())
+    [event] = monitor.flush(feed(monitor, lines) + 1)
+    assert (event.category, event.count, event.traceback) == ("system_resource", 2, "Killed")
+
+
+@pytest.mark.parametrize("sample", ALL_TEXTS, ids=[s.name for s in ALL_TEXTS])
+def test_it_reports_every_corpus_text_fed_line_by_line_under_its_category(
+    sample: CorpusText,
+) -> None:
+    monitor = ExceptionMonitor(EventLog())
+    events = monitor.flush(feed(monitor, sample.text.splitlines()) + 1)
+    assert sample.category in [e.category for e in events]
