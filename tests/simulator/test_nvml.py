@@ -7,7 +7,7 @@ import pytest
 
 from simulator.gpu import GpuProcessUse
 from simulator.nvml import SimulatedNvml, idle_gpu
-from tests.simulator.support import make_sim, run_to_uptime, scenario_from
+from tests.simulator.support import make_sim, run_to_uptime, run_until, scenario_from
 
 H100_BYTES = 85_520_809_984
 
@@ -58,6 +58,10 @@ def test_it_offers_pynvmls_constants() -> None:
         "NVML_MEMORY_ERROR_TYPE_UNCORRECTED",
         "NVML_VOLATILE_ECC",
         "NVML_AGGREGATE_ECC",
+        "NVML_PAGE_RETIREMENT_CAUSE_MULTIPLE_SINGLE_BIT_ECC_ERRORS",
+        "NVML_PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR",
+        "NVMLError_Timeout",
+        "NVMLError_GpuIsLost",
     ):
         assert getattr(SimulatedNvml, name) == getattr(pynvml, name)
 
@@ -112,3 +116,53 @@ def test_it_counts_ecc_errors_and_pcie_replays_from_a_scenario() -> None:
         == 2
     )
     assert nvml.nvmlDeviceGetPcieReplayCounter(h) == 60
+
+
+def test_it_answers_the_health_calls_with_pynvmls_shapes() -> None:
+    nvml = started(SimulatedNvml())
+    h = nvml.nvmlDeviceGetHandleByIndex(0)
+    assert nvml.nvmlDeviceGetRemappedRows(h) == (0, 0, 0, 0)
+    assert nvml.nvmlDeviceGetRetiredPagesPendingStatus(h) == 0
+    assert nvml.nvmlSystemGetCudaDriverVersion() == 12080
+
+    nvml.apply_event("row_remap", {"gpu": 0, "corrected": 2, "uncorrected": 1,
+                                   "pending": True, "failure": True})  # fmt: skip
+    nvml.apply_event("retired_pages", {"gpu": 0, "sbe": 2, "dbe": 1, "pending": True})
+    sbe = pynvml.NVML_PAGE_RETIREMENT_CAUSE_MULTIPLE_SINGLE_BIT_ECC_ERRORS
+    dbe = pynvml.NVML_PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR
+    assert nvml.nvmlDeviceGetRemappedRows(h) == (2, 1, 1, 1)
+    assert len(nvml.nvmlDeviceGetRetiredPages(h, sbe)) == 2
+    assert len(nvml.nvmlDeviceGetRetiredPages(h, dbe)) == 1
+    assert nvml.nvmlDeviceGetRetiredPagesPendingStatus(h) == pynvml.NVML_FEATURE_ENABLED
+
+
+def test_it_answers_gpu_is_lost_for_a_gpu_off_the_bus() -> None:
+    nvml = started(SimulatedNvml([idle_gpu(0), idle_gpu(1)]))
+    nvml.apply_event("gpu_lost", {"gpu": 1, "vanish": False})
+    h = nvml.nvmlDeviceGetHandleByIndex(1)
+    for call in (nvml.nvmlDeviceGetUUID, nvml.nvmlDeviceGetMemoryInfo,
+                 nvml.nvmlDeviceGetRemappedRows):  # fmt: skip
+        with pytest.raises(pynvml.NVMLError_GpuIsLost):
+            call(h)
+    assert nvml.nvmlDeviceGetCount() == 2  # still listed until it vanishes
+    nvml.apply_event("gpu_lost", {"gpu": 1, "vanish": True})
+    assert nvml.nvmlDeviceGetCount() == 1
+
+
+def test_it_names_the_processes_on_its_gpus() -> None:
+    gpu = idle_gpu()
+    gpu.processes = [GpuProcessUse(4242, 2 * 1024**3, "python3")]
+    nvml = started(SimulatedNvml([gpu]))
+    assert nvml.nvmlSystemGetProcessName(4242) == "python3"
+    with pytest.raises(pynvml.NVMLError_NotFound):
+        nvml.nvmlSystemGetProcessName(1)
+
+
+def test_it_runs_the_xid_scenario_to_the_hang_and_the_engine_death() -> None:
+    sim = make_sim("xid_hardware_fault")
+    run_to_uptime(sim, 150)
+    assert sim.gpus[0].ecc_uncorrected == 1  # the DBE at 90 s
+    assert sim.conditions.stalled and sim.phase.value == "serving"  # hung, /health still 200
+
+    run_until(sim, lambda s: s.phase.value != "serving", 120)
+    assert sim.phase.value == "dead"  # the RPC timeout at 222 s
