@@ -13,10 +13,11 @@ Every change of state is added to the EventLog as a Transition.
 
 Failures. A failure line (`EngineCore encountered a fatal error.`, `EngineDeadError`,
 `EngineCore failed to start.`, ...) or an `engine_dead` error says the engine dies but not
-why. Its cause is the earliest classified error within a couple of minutes before it
-(agent/failure_causes.py), or one that arrives before the next `update()`; until then the
-failure is pending, so the state graph shows one edge, serving -> failed_cuda_oom, rather
-than two. A cause that arrives even later still replaces a causeless failed state. A failure
+why. The failure is pending until the next `update()`, so that the errors of the same
+interval are in: its cause is the strongest classified error within a couple of minutes
+of it (agent/failure_causes.py), and the state graph shows one edge, serving ->
+failed_cuda_oom, rather than two. A cause that arrives even later still replaces a
+causeless or weaker one. Errors alone never fail a server: vLLM survives many. A failure
 seen in the logs or errors holds until vLLM is seen alive again: a new process's first line,
 the process coming back, counters starting over, or /health 200 with tokens flowing.
 A 503 from /health with nothing in the logs holds only while /health says so.
@@ -39,7 +40,7 @@ import dataclasses
 from agent.checkpoint import ErrorEvent, Gpu, Startup, Transition
 from agent.collectors.vllm import VllmProbe
 from agent.events import EventLog
-from agent.failure_causes import CAUSELESS_STATES, RecentCauses, cause_of
+from agent.failure_causes import RecentCauses, cause_of, strength
 from agent.lifecycle import STARTING_STATES, LifecycleState
 from agent.lifecycle_lines import ALL_WAKE_TAGS, LineReading, read_line
 from agent.loglines import LogLine
@@ -102,7 +103,7 @@ class StateTracker:
 
     @property
     def state(self) -> LifecycleState:
-        return self._pending.state if self._pending else self._state
+        return self._resolved(self._pending).state if self._pending else self._state
 
     @property
     def startup(self) -> Startup | None:
@@ -148,7 +149,7 @@ class StateTracker:
 
     def _begin_process(self, line: LogLine) -> None:
         if self._pending:
-            self._commit(self._pending)  # the graph shows the failure before the restart
+            self._commit_pending()  # the graph shows the failure before the restart
         self._clear_failure()
         self._health.reset()
         self._asleep_by_logs = False
@@ -161,12 +162,12 @@ class StateTracker:
         if state in STARTING_STATES:
             if current in STARTING_STATES:
                 # TP ranks log the same phases out of step: never go back.
-                return _STARTUP_ORDER.index(state) > _STARTUP_ORDER.index(current)
+                return _order(_STARTUP_ORDER, state) > _order(_STARTUP_ORDER, current)
             # Later startup phases while serving come from reconfiguration (elastic EP),
             # not from a new process: that one would have logged its first lines.
             return current not in _ANSWERING_STATES
         if state in _STOP_ORDER and current in _STOP_ORDER:
-            return _STOP_ORDER.index(state) > _STOP_ORDER.index(current)
+            return _order(_STOP_ORDER, state) > _order(_STOP_ORDER, current)
         return True
 
     def _wake(self, tags: frozenset[str], line: LogLine) -> None:
@@ -204,23 +205,33 @@ class StateTracker:
         cause = cause_of(error)
         if cause is None:
             return
-        if self._pending is not None:
-            self._commit(_Failure(cause, self._pending.at, error.message))
-        elif self._failing and self._state in CAUSELESS_STATES:
-            self._move(cause, at, error.message)  # the cause arrived after the checkpoint
-        elif not self._failing:
-            # Not fatal by itself: many errors are survived. It is the cause if vLLM dies soon.
-            self._causes.note(error, at)
+        if self._failure_held and self._state.is_failed:
+            if strength(cause) > strength(self._state):
+                self._move(cause, at, error.message)  # the cause came after the checkpoint
+            return
+        # Not fatal by itself (many errors are survived): the cause if vLLM dies near it.
+        self._causes.note(error, at)
 
     def _fail(self, causeless: LifecycleState, at: float, trigger: str) -> None:
-        """vLLM is failing, per a log line or an error that does not say why."""
-        if self._failing:
-            return
-        root = self._causes.root_before(at)
-        if root:
-            self._commit(_Failure(cause_of(root) or causeless, at, root.message))
-        else:
+        """vLLM is failing, per a log line or an error that does not say why.
+
+        The failure waits for the next `update()`: the exception monitor reports the
+        traceback that names the cause once it ends, often after these lines.
+        """
+        if not self._failing:
             self._pending = _Failure(causeless, at, trigger)
+
+    def _resolved(self, failure: _Failure) -> _Failure:
+        """Return `failure` with the cause the recent errors name, if they name one."""
+        found = self._causes.cause_at(failure.at)
+        if found is None:
+            return failure
+        cause, error = found
+        return _Failure(cause, failure.at, error.message)
+
+    def _commit_pending(self) -> None:
+        assert self._pending is not None
+        self._commit(self._resolved(self._pending))
 
     def _commit(self, failure: _Failure) -> None:
         self._pending = None
@@ -253,7 +264,7 @@ class StateTracker:
         """
         self._clock = max(self._clock, now_epoch)
         if self._pending:
-            self._commit(self._pending)
+            self._commit_pending()
         self._watch_process(process_alive)
         state, detail = self._decide(probe, process_alive, gpus, now_mono, now_epoch)
         self._detail = detail
@@ -332,21 +343,17 @@ class StateTracker:
         return S.STOPPED, f"{reason}; no vLLM process"
 
     def _exited(self, trigger: str, now_epoch: float) -> tuple[LifecycleState, str]:
-        """The process is gone without a shutdown: failed, of the recent error's cause."""
-        root = self._causes.root_before(now_epoch)
-        cause = cause_of(root) if root else None
-        failure = _Failure(cause or S.FAILED_OTHER, now_epoch, root.message if root else trigger)
-        self._commit(failure)
-        return failure.state, self._detail
+        """The process is gone without a shutdown: failed, of the recent errors' cause."""
+        self._commit(self._resolved(_Failure(S.FAILED_OTHER, now_epoch, trigger)))
+        return self._state, self._detail
 
     def _dead_state(self, detail: str, now_epoch: float) -> tuple[LifecycleState, str]:
-        root = self._causes.root_before(now_epoch)
-        cause = cause_of(root) if root else None
-        if root and cause:
-            # An EngineDeadError after a root cause keeps the root cause's state.
-            self._commit(_Failure(cause, now_epoch, root.message))
-            return cause, self._detail
-        return S.FAILED_ENGINE_DEAD, detail
+        failure = self._resolved(_Failure(S.FAILED_ENGINE_DEAD, now_epoch, detail))
+        if failure.state is S.FAILED_ENGINE_DEAD:
+            return failure.state, detail  # /health alone: it holds only while /health says so
+        # An engine death after a root cause keeps the root cause's state.
+        self._commit(failure)
+        return self._state, self._detail
 
     # ---------------------------------------------------------------- transitions
 
@@ -381,3 +388,8 @@ def _seen_alive(probe: VllmProbe) -> bool:
     if vllm is None:
         return False
     return vllm.restarted or (vllm.health.ok and vllm.forward_progress is True)
+
+
+def _order(order: tuple[LifecycleState, ...], state: LifecycleState) -> int:
+    # PRE_STARTUP (the validator's) comes before every phase vLLM logs.
+    return order.index(state) if state in order else -1

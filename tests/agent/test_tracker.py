@@ -13,6 +13,7 @@ from agent.checkpoint import ErrorEvent, Gpu, Health, Rates, Startup, Transition
 from agent.collectors.gpu import GpuCollector
 from agent.collectors.vllm import VllmCollector, VllmProbe
 from agent.events import EventLog
+from agent.exception_monitor import ExceptionMonitor
 from agent.lifecycle import LifecycleState as S
 from agent.lifecycle_lines import read_line
 from agent.loglines import LogLine
@@ -383,17 +384,63 @@ def test_it_keeps_the_root_cause_when_the_engine_dies_of_it() -> None:
     assert transitions(events)[-1].at == stamp("06-15 09:14:07")
 
 
-def test_it_keeps_the_root_cause_reported_before_the_engine_death_lines() -> None:
+def test_it_takes_the_strongest_recent_error_as_the_cause_of_a_death() -> None:
     events = EventLog()
     tracker = serving_tracker(events)
     died_at = stamp("06-15 09:14:07")
+    shm = "No available shared memory broadcast block found in 60 seconds."
     tracker.on_error(error("nccl_error", "RuntimeError: NCCL error: unhandled system error", 1.0))
+    tracker.on_error(error("worker_timeout_or_hang", shm, died_at - 60))
     tracker.on_error(error("nccl_error", "[Rank 1] Watchdog caught collective ...", died_at - 30))
     tracker.on_error(error("other", "RuntimeError: Worker failed with error", died_at - 1))
+    tracker.on_error(error("worker_timeout_or_hang", shm, died_at))
     feed(tracker, replay("engine-death-oom.log")[1:2])  # EngineCore encountered a fatal error.
 
     assert tracker.state is S.FAILED_NCCL
-    assert transitions(events)[-1].trigger == "[Rank 1] Watchdog caught collective ..."
+    update(tracker, REFUSED, died_at + 5, alive=False)
+    last = transitions(events)[-1]
+    assert (last.to_state, last.at) == (S.FAILED_NCCL, died_at)
+    assert last.trigger == "[Rank 1] Watchdog caught collective ..."
+
+
+def test_it_calls_a_hang_that_ends_in_an_rpc_timeout_a_hang() -> None:
+    tracker = serving_tracker(EventLog())
+    died_at = stamp("06-15 09:14:07")
+    shm = "No available shared memory broadcast block found in 60 seconds."
+    tracker.on_error(error("worker_timeout_or_hang", shm, died_at - 60))
+    feed(tracker, replay("engine-death-oom.log")[1:2])
+    tracker.on_error(error("worker_timeout_or_hang", "TimeoutError: RPC call timed out.", died_at))
+
+    assert update(tracker, REFUSED, died_at + 5, alive=False)[0] is S.FAILED_HANG
+    # A more specific cause reported a checkpoint later still replaces a hang ...
+    tracker.on_error(error("cuda_illegal_access_or_xid", "Xid 79: fallen off the bus", died_at))
+    assert tracker.state is S.FAILED_GPU_HARDWARE
+    # ... but nothing replaces a specific cause.
+    tracker.on_error(_oom_error(died_at))
+    assert tracker.state is S.FAILED_GPU_HARDWARE
+
+
+@pytest.mark.parametrize(
+    ("log", "phases"),
+    [
+        ("engine-death-oom.log", STARTUP_PHASES),
+        ("startup-oom-cuda-graphs.log", STARTUP_PHASES[:5]),
+    ],
+)
+def test_it_takes_its_causes_from_the_exception_monitor(log: str, phases: list[S]) -> None:
+    events = EventLog()
+    tracker = serving_tracker(events) if log.startswith("engine") else StateTracker(events)
+    monitor = ExceptionMonitor(events)
+    lines = replay(log)
+    for line in lines:
+        monitor.feed(line)
+        tracker.feed_log(line)
+    now = lines[-1].at + 5
+    for event in monitor.flush(now):
+        tracker.on_error(event)
+
+    assert update(tracker, REFUSED, now, alive=False)[0] is S.FAILED_CUDA_OOM
+    assert states(events) == [*phases, S.FAILED_CUDA_OOM]
 
 
 def test_it_calls_a_death_without_a_classified_cause_engine_dead() -> None:
@@ -671,19 +718,25 @@ def test_it_says_degraded_while_elastic_ep_scales() -> None:
 
 
 async def _follow(fleet: Fleet, tracker: StateTracker, seconds: float) -> list[S]:
-    """Run the fleet's only host for `seconds`, as the agent would: its log lines, then one
-    real scrape and NVML reading every 5 s. Return the state after each checkpoint."""
+    """Run the fleet's only host for `seconds`, as the agent would: its log lines to the
+    exception monitor and the tracker, then every 5 s the monitor's errors, one real scrape
+    and one NVML reading. Return the state after each checkpoint."""
     host = fleet.hosts[0]
     vllm = VllmCollector(fleet.manifest["hosts"][0]["vllm_url"], timeout_s=1.0)
     gpus = GpuCollector(host.sim.nvml)
+    monitor = ExceptionMonitor(EventLog())
     seen, read = [], 0
     try:
         for _ in range(round(seconds / 5)):
             await fleet.advance(5)
             lines = list(host.sim.log.lines)
             for text in lines[read:]:
-                tracker.feed_log(LogLine(at=host.sim.now, text=text))
+                line = LogLine(at=host.sim.now, text=text)
+                monitor.feed(line)
+                tracker.feed_log(line)
             read = len(lines)
+            for event in monitor.flush(host.sim.now + 1):
+                tracker.on_error(event)
             run = host.sim.run
             state, _ = tracker.update(
                 await vllm.collect(),
@@ -709,20 +762,12 @@ async def test_it_follows_a_simulated_server_through_a_hang_its_death_and_a_rest
     async with run_fleet(config) as fleet:
         seen = await _follow(fleet, tracker, 200)
 
-    # The stall begins at 80 s of uptime; /health stays 200 until the RPC timeout kills it.
-    assert _runs(seen) == [
-        S.SERVING,
-        S.DEGRADED,
-        S.FAILED_ENGINE_DEAD,
-        S.INITIALIZING,
-        S.SERVING,
-    ]
-    assert states(events) == [
-        *STARTUP_PHASES,
-        S.DEGRADED,
-        S.FAILED_ENGINE_DEAD,
-        *STARTUP_PHASES,
-    ]
+    # The stall begins at 80 s of uptime; /health stays 200 until the RPC to the workers
+    # times out and the engine dies of it: a hang.
+    assert _runs(seen) == [S.SERVING, S.DEGRADED, S.FAILED_HANG, S.INITIALIZING, S.SERVING]
+    assert states(events) == [*STARTUP_PHASES, S.DEGRADED, S.FAILED_HANG, *STARTUP_PHASES]
+    failed = next(t for t in transitions(events) if t.to_state is S.FAILED_HANG)
+    assert failed.trigger.startswith("TimeoutError: RPC call to execute_model timed out.")
     degraded = seen.index(S.DEGRADED)
     assert seen[degraded - 3 : degraded] == [S.SERVING] * 3  # no progress, but not for 15 s yet
     startup = tracker.startup
