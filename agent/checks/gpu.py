@@ -254,18 +254,7 @@ def check_gpu_health(ctx: Context) -> ValidationCheck:
     gpus = ctx.used_gpus if ctx.command is not None else ctx.visible_gpus
     if not gpus:
         return skipped("gpu_health", "no visible GPU to check")
-    fatal, worrying = [], []
-    for gpu in gpus:
-        h = gpu.health
-        fatal += [f"GPU {gpu.index} has fallen off the bus"] if h.lost else []
-        fatal += [f"GPU {gpu.index}: row remapping failed"] if h.remapped_rows_failure else []
-        worrying += [f"GPU {gpu.index}: remapped rows pending"] if h.remapped_rows_pending else []
-        worrying += [f"GPU {gpu.index}: retired pages pending"] if h.retired_pages_pending else []
-        if h.ecc_uncorrected_volatile:
-            worrying.append(
-                f"GPU {gpu.index}: {h.ecc_uncorrected_volatile} uncorrected ECC "
-                "errors since the driver loaded"
-            )
+    fatal, worrying = _health_findings(gpus)
     checked = f"{len(gpus)} GPU(s) checked"
     if fatal:
         return failed(
@@ -286,6 +275,21 @@ def check_gpu_health(ctx: Context) -> ValidationCheck:
     return passed(
         "gpu_health", f"{checked}: no lost GPU, pending remap or uncorrected error", value=checked
     )
+
+
+def _health_findings(gpus: list[GpuInfo]) -> tuple[list[str], list[str]]:
+    """Return what rules a GPU out (lost, remap failed) and what calls for a reset first."""
+    fatal, worrying = [], []
+    for gpu in gpus:
+        h, name = gpu.health, f"GPU {gpu.index}"
+        fatal += [f"{name} has fallen off the bus"] if h.lost else []
+        fatal += [f"{name}: row remapping failed"] if h.remapped_rows_failure else []
+        worrying += [f"{name}: remapped rows pending"] if h.remapped_rows_pending else []
+        worrying += [f"{name}: retired pages pending"] if h.retired_pages_pending else []
+        if h.ecc_uncorrected_volatile:
+            errors = h.ecc_uncorrected_volatile
+            worrying.append(f"{name}: {errors} uncorrected ECC errors since the driver loaded")
+    return fatal, worrying
 
 
 def _cuda(encoded: int | None) -> str:

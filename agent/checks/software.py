@@ -84,20 +84,7 @@ def check_vllm_command(ctx: Context) -> ValidationCheck:
 
 def check_nccl(ctx: Context) -> ValidationCheck:
     """NCCL_* settings are well formed and name network interfaces this host has."""
-    problems, notes = [], []
-    interfaces = _interfaces(ctx.machine.net)
-    for name in IFNAME_VARIABLES:
-        setting = ctx.environ.get(name)
-        if setting and interfaces is not None and not _names_an_interface(setting, interfaces):
-            problems.append(f"{name}={setting} matches none of {', '.join(sorted(interfaces))}")
-    for name in NCCL_FLAGS:
-        setting = ctx.environ.get(name)
-        if setting is not None and setting not in ("0", "1"):
-            problems.append(f"{name}={setting} is not 0 or 1")
-    if ctx.environ.get("NCCL_P2P_DISABLE") == "1":
-        notes.append("NCCL_P2P_DISABLE=1 routes GPU traffic through the host (slower)")
-    if ctx.environ.get("NCCL_DEBUG", "").upper() in ("TRACE", "INFO"):
-        notes.append(f"NCCL_DEBUG={ctx.environ['NCCL_DEBUG']} floods the log")
+    problems, notes = _nccl_findings(ctx)
     set_vars = sorted(k for k in ctx.environ if k.startswith("NCCL_") or k in IFNAME_VARIABLES)
     value = ", ".join(f"{k}={ctx.environ[k]}" for k in set_vars) or "no NCCL_* variables"
     usage = "" if ctx.world_size > 1 else " (NCCL is only used with more than one GPU)"
@@ -117,6 +104,25 @@ def check_nccl(ctx: Context) -> ValidationCheck:
             fix="unset these once the problem they work around is solved",
         )
     return passed("nccl_env", f"NCCL settings are sane ({value}){usage}", value=value)
+
+
+def _nccl_findings(ctx: Context) -> tuple[list[str], list[str]]:
+    """Return the settings NCCL cannot use, and the ones that work but cost something."""
+    problems, notes = [], []
+    interfaces = _interfaces(ctx.machine.net)
+    for name in IFNAME_VARIABLES:
+        setting = ctx.environ.get(name)
+        if setting and interfaces is not None and not _names_an_interface(setting, interfaces):
+            problems.append(f"{name}={setting} matches none of {', '.join(sorted(interfaces))}")
+    for name in NCCL_FLAGS:
+        setting = ctx.environ.get(name)
+        if setting is not None and setting not in ("0", "1"):
+            problems.append(f"{name}={setting} is not 0 or 1")
+    if ctx.environ.get("NCCL_P2P_DISABLE") == "1":
+        notes.append("NCCL_P2P_DISABLE=1 routes GPU traffic through the host (slower)")
+    if ctx.environ.get("NCCL_DEBUG", "").upper() in ("TRACE", "INFO"):
+        notes.append(f"NCCL_DEBUG={ctx.environ['NCCL_DEBUG']} floods the log")
+    return problems, notes
 
 
 def _interfaces(net: Path) -> set[str] | None:
@@ -194,8 +200,8 @@ def check_logging_level(ctx: Context) -> ValidationCheck:
     if ctx.environ.get("VLLM_CONFIGURE_LOGGING") == "0":
         return warned(
             "vllm_logging_level",
-            "VLLM_CONFIGURE_LOGGING=0: vLLM does not set up its "
-            "log handlers, so its startup and stats lines may not appear",
+            "VLLM_CONFIGURE_LOGGING=0: vLLM does not set up its log handlers, so its startup "
+            "and stats lines may not appear",
             value="VLLM_CONFIGURE_LOGGING=0",
             expected="1 (the default)",
             fix="unset VLLM_CONFIGURE_LOGGING",
@@ -204,26 +210,25 @@ def check_logging_level(ctx: Context) -> ValidationCheck:
         )
     level = ctx.environ.get("VLLM_LOGGING_LEVEL", "INFO").upper()
     if level not in LOG_LEVELS:
-        return warned(
-            "vllm_logging_level",
-            f"VLLM_LOGGING_LEVEL={level} is not a level",
-            value=level,
-            expected="INFO or DEBUG",
-            fix="set VLLM_LOGGING_LEVEL=INFO",
-            fix_action="restart_with_env",
-            fix_params={"VLLM_LOGGING_LEVEL": "INFO"},
-        )
+        return _level_warning(level, f"VLLM_LOGGING_LEVEL={level} is not a level")
     if LOG_LEVELS.index(level) > LOG_LEVELS.index("INFO"):
-        return warned(
-            "vllm_logging_level",
-            f"VLLM_LOGGING_LEVEL={level} hides the stats line "
-            "and the startup phases Sentinel follows",
-            value=level,
-            expected="INFO or DEBUG",
-            fix="set VLLM_LOGGING_LEVEL=INFO",
-            fix_action="restart_with_env",
-            fix_params={"VLLM_LOGGING_LEVEL": "INFO"},
+        return _level_warning(
+            level,
+            f"VLLM_LOGGING_LEVEL={level} hides the stats line and the startup phases Sentinel "
+            "follows",
         )
     return passed(
         "vllm_logging_level", f"VLLM_LOGGING_LEVEL={level}", value=level, expected="INFO or DEBUG"
+    )
+
+
+def _level_warning(level: str, message: str) -> ValidationCheck:
+    return warned(
+        "vllm_logging_level",
+        message,
+        value=level,
+        expected="INFO or DEBUG",
+        fix="set VLLM_LOGGING_LEVEL=INFO",
+        fix_action="restart_with_env",
+        fix_params={"VLLM_LOGGING_LEVEL": "INFO"},
     )
