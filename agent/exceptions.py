@@ -103,7 +103,13 @@ RULES: tuple[_Rule, ...] = tuple(
         r"(?i)GPU is lost|GPU_IS_LOST",
         r"cudaErrorIllegalAddress|CUDA_ERROR_ILLEGAL_ADDRESS|cudaErrorLaunchFailure",
     )
-    + _rules(C.CUDA_ILLEGAL_ACCESS_OR_XID, 7, r"No CUDA GPUs are available", r"CUBLAS_STATUS_")
+    + _rules(
+        C.CUDA_ILLEGAL_ACCESS_OR_XID,
+        7,
+        r"No CUDA GPUs are available",
+        r"CUBLAS_STATUS_",
+        r"(?i)NVML.{0,40}Driver/library version mismatch",
+    )
     + _rules(C.CUDA_ILLEGAL_ACCESS_OR_XID, 5, r"(?i)CUDA error: ")
     + _rules(
         C.SYSTEM_RESOURCE,
@@ -120,7 +126,8 @@ RULES: tuple[_Rule, ...] = tuple(
         r"OutOfMemoryError",
         r"(?i)CUDA error: out of memory",
         r"(?i)Cuda failure '?out of memory",
-        r"cudaErrorMemoryAllocation|CUDA_ERROR_OUT_OF_MEMORY",
+        r"cudaErrorMemoryAllocation|CUDA_ERROR_OUT_OF_MEMORY|(?:CUBLAS|CUDNN)_STATUS_ALLOC_FAILED",
+        r"(?i)HIP (?:error: )?out of memory",
         r"(?i)Free memory on device.{0,80}less than desired GPU memory utilization",
         r"(?i)Error in memory profiling",
     )
@@ -146,13 +153,14 @@ RULES: tuple[_Rule, ...] = tuple(
         r"(?i)oom-kill|Out of memory: Killed process|invoked oom-killer",
         r"(?i)Cannot allocate memory|\[Errno 12\]|\bENOMEM\b",
         r"(?i)can't start new thread|pthread_create failed|Resource temporarily unavailable",
+        r"(?i)Read-only file system|\bEROFS\b|Input/output error|\[Errno 5\]",
     )
     + _rules(
         C.SYSTEM_RESOURCE,
         8,
         r"(?<![\w.])MemoryError\b",
         r"(?:^|[\]\s])Killed\s*$",
-        r"(?i)died, exit code:? -9\b|exit(?:ed with)? code:? 137\b|\bSIGKILL\b|signal 9\b",
+        r"(?i)exit ?code\s{0,4}:?\s{0,4}-9\b|exit(?:ed with)? code:? 137\b|\bSIGKILL\b|signal 9\b",
     )
     + _rules(
         C.NCCL_ERROR,
@@ -163,7 +171,7 @@ RULES: tuple[_Rule, ...] = tuple(
     + _rules(
         C.NCCL_ERROR,
         9,
-        r"NCCL error",
+        r"(?i)NCCL error",
         r"nccl(?:Unhandled\w{0,20}|System|Internal|Invalid\w{0,20}|Remote)Error",
         r"(?i)unhandled (?:system|cuda) error \(run with NCCL_DEBUG",
         r"NCCL WARN",
@@ -188,12 +196,15 @@ RULES: tuple[_Rule, ...] = tuple(
         r"(?i)set the option `?trust_remote_code=True|requires you to execute the configuration",
         r"(?i)Unrecognized model in",
         r"(?i)No such file or directory:.{0,200}\.(?:json|safetensors|bin|pt|model|gguf)\b",
+        r"(?i)does not recognize this architecture|Can't load the (?:configuration|model) ",
+        r"HTTPSConnectionPool\(host='huggingface\.co'",
     )
     + _rules(
         C.MODEL_LOAD_ERROR,
         8,
         r"\b40[13] Client Error|Unauthorized for url|huggingface_hub\.errors",
         r"KeyError: '(?:model|lm_head|transformer)\.[\w.]{1,200}'",
+        r"(?i)Unrecognized configuration class",
         r"(?i)size mismatch for",
     )
     + _rules(
@@ -210,6 +221,13 @@ RULES: tuple[_Rule, ...] = tuple(
         r"(?i)\d+ validation errors? for \w+Config|Value error, ",
         r"(?i)number of (?:required )?GPUs exceeds|larger than the number of available GPUs",
         r"(?i)is not divisible by",
+        r"Cannot re-initialize CUDA in forked subprocess",
+    )
+    + _rules(
+        C.CONFIG_ERROR,
+        7,
+        r"(?i)\b[a-z]+_[a-z_]+ (?:\(\d+\) )?(?:must|should) be (?:greater|less|smaller|larger|at)",
+        r"(?i)\b[a-z]+_[a-z_]+ \(\d+\) is (?:greater|less|smaller|larger) than",
     )
     + _rules(
         C.TOKENIZER_OR_REQUEST_ERROR,
@@ -229,6 +247,7 @@ RULES: tuple[_Rule, ...] = tuple(
         r"(?i)Error in preprocessing prompt inputs",
         r"(?i)default chat template is no longer allowed|chat template",
         r"BadRequestError",
+        r"(?i)Can't load tokenizer|jinja2\.exceptions|validation errors? for \w{0,40}Request\b",
     )
     + _rules(
         C.NETWORK_OR_PORT,
@@ -237,7 +256,8 @@ RULES: tuple[_Rule, ...] = tuple(
         r"(?i)error while attempting to bind on address",
         r"(?i)cannot assign requested address|\[Errno 99\]|\bEADDRNOTAVAIL\b",
         r"(?i)Connection refused|\[Errno 111\]|\bECONNREFUSED\b|ConnectionRefusedError",
-        r"(?i)Connection reset by peer|\bECONNRESET\b",
+        r"(?i)Connection reset by peer|\bECONNRESET\b|Connection closed by peer",
+        r"APIConnectionError|connectFullMesh failed",
         r"(?i)Name or service not known|Temporary failure in name resolution|gaierror",
         r"(?i)Network is unreachable|No route to host|\bEHOSTUNREACH\b",
         r"\bDistNetworkError\b|(?i:failed to listen on any local network address)",
@@ -550,7 +570,8 @@ def _errno(text: str) -> str | None:
 def _signal(text: str) -> str | None:
     if re.search(r"(?i)\bBus error\b|\bSIGBUS\b", text):
         return "SIGBUS"
-    if re.search(r"(?:^|[\]\s])Killed\s*$|\bSIGKILL\b|exit code:? -9\b|code:? 137\b", text, re.M):
+    killed = r"(?:^|[\]\s])Killed\s*$|\bSIGKILL\b|(?i:exit ?code\s{0,4}:?\s{0,4}-9\b)|code:? 137\b"
+    if re.search(killed, text, re.M):
         return "SIGKILL"
     if re.search(r"(?i)Segmentation fault|\bSIGSEGV\b", text):
         return "SIGSEGV"
@@ -595,9 +616,11 @@ _CONFIG_KEYS = (
 def _config_fields(found: dict[str, Any], message: str, text: str) -> None:
     if argument := _first(r"argument --([\w-]{1,60})", message, text):
         found.setdefault("config_key", argument.replace("-", "_"))
-    for pattern, key in _CONFIG_KEYS:
-        if re.search(pattern, message):
-            _put(found, "config_key", key)
+    # The setting named first is the one at fault: "max_num_batched_tokens (2048) is smaller
+    # than max_model_len (8192)".
+    named = [(m.start(), key) for p, key in _CONFIG_KEYS if (m := re.search(p, message))]
+    if named:
+        _put(found, "config_key", min(named)[1])
     _put(found, "max_model_len", _int(r"(?i)User-specified max_model_len \((\d+)\)", message))
 
 

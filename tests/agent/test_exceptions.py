@@ -257,3 +257,20 @@ def test_it_finds_the_root_cause_at_the_end_of_a_megabyte_of_noise() -> None:
     text = noise * 15_000 + corpus_text("nccl_error-6732-unhandled-cuda.txt")
     assert len(text) > 1_000_000
     assert classify(text).category == Category.NCCL_ERROR
+
+
+def test_it_names_the_setting_mentioned_first_as_the_one_at_fault() -> None:
+    result = classify(
+        "ValueError: max_num_batched_tokens (2048) is smaller than max_model_len (8192)."
+    )
+    assert (result.category, result.fields["config_key"]) == (
+        Category.CONFIG_ERROR,
+        "max_num_batched_tokens",
+    )
+
+
+def test_it_reads_an_exit_code_of_minus_nine_as_a_kill() -> None:
+    result = classify("torch.distributed.elastic.multiprocessing.errors.ChildFailedError:")
+    assert result.category == Category.OTHER
+    killed = classify("ChildFailedError: worker failed, exitcode  : -9 (pid: 4242)")
+    assert (killed.category, killed.fields["signal"]) == (Category.SYSTEM_RESOURCE, "SIGKILL")
