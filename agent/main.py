@@ -223,3 +223,7 @@ async def _serve(config: AgentConfig, nvml: Any | None) -> None:
         log.info("stopping")
         await runner.cleanup()
         await agent.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -25,8 +25,9 @@ class RunValidator(Action):
 
     async def run(self, ctx: ActionContext, params: dict[str, Any]) -> dict[str, Any]:
         run_validation = _validator()
-        kwargs = {"vllm_url": ctx.vllm_url, "nvml": ctx.nvml,
-                  "environ": ctx.vllm.environ(), "trigger": "on_demand"}  # fmt: skip
+        # The served vLLM's GPU memory counts as free: a restart releases it.
+        kwargs = {"vllm_url": ctx.vllm_url, "nvml": ctx.nvml, "environ": ctx.vllm.environ(),
+                  "trigger": "on_demand", "own_pids": await ctx.vllm.served_pids()}  # fmt: skip
         if inspect.iscoroutinefunction(run_validation):
             report = await run_validation(ctx.vllm.command, **kwargs)
         else:
