@@ -9,7 +9,8 @@ from agent.loglines import ParsedLine, parse
     ("line", "expected"),
     [
         (
-            "(EngineCore_DP0 pid=812) ERROR 11-27 10:04:31 [core.py:708] EngineCore failed to start.",
+            "(EngineCore_DP0 pid=812) ERROR 11-27 10:04:31 [core.py:708] "
+            "EngineCore failed to start.",
             ParsedLine("ERROR", "EngineCore_DP0", 812, "EngineCore failed to start."),
         ),
         (
