@@ -78,7 +78,7 @@ class Param:
 
     def to_json(self) -> dict[str, Any]:
         spec: dict[str, Any] = {"type": self.kind, "help": self.help}
-        spec.update({k: v for k, v in self._limits().items() if v not in (None, ())})
+        spec.update({k: v for k, v in self._limits().items() if v is not None and v != []})
         return spec
 
     def _limits(self) -> dict[str, Any]:
