@@ -15,6 +15,7 @@ from agent.agent import Agent
 from agent.attach import AttachedVllm, engine_args_from_server_info
 from agent.control import ControlError
 from agent.logsources import CommandLines, FileTail, LogFanout
+from agent.main import TOKEN_ENV, main
 from simulator.scenario import load_scenario
 from simulator.server import VllmHttpServer
 from tests.agent.conftest import make_config
@@ -185,3 +186,16 @@ async def test_it_takes_engine_args_from_a_dev_mode_vllm_when_attached() -> None
         await http.close()
     assert cp.mode == "attach"
     assert cp.engine_args["max_num_seqs"] == 96 and cp.engine_args["max_model_len"] == 32768
+
+
+def test_it_reads_attach_settings_from_a_config_file(tmp_path: Path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv(TOKEN_ENV, "config-file-test-token")
+    config = tmp_path / "agent.toml"
+    config.write_text('restart_command = ["systemctl", "restart", "vllm"]\nlog_files = "x"\n')
+    assert main(["--config", str(config)]) == 2
+    assert "unknown settings log_files" in capsys.readouterr().err
+    config.write_text('restart_template = ["relaunch"]\njournal_unit = "vllm"\n')
+    assert main(["attach", "--config", str(config), "--log-file", "/var/log/vllm.log"]) == 2
+    err = capsys.readouterr().err
+    assert "restart_template uses neither of {vllm_argv}, {env}" in err
+    assert "log_file and journal_unit: choose one log source" in err

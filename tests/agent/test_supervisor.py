@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import sys
@@ -203,3 +204,22 @@ async def test_it_gives_checkpoints_the_mode_the_engine_args_and_the_child_pid(
     finally:
         await agent.close()
     assert agent.vllm.pid is None
+
+
+async def test_it_hands_lines_to_async_readers_and_survives_a_failing_subscriber() -> None:
+    logs = LogFanout()
+
+    def broken(line: object) -> None:
+        raise RuntimeError("a subscriber bug")
+
+    logs.subscribe(broken)
+    reader = logs.lines()
+    first = asyncio.ensure_future(anext(reader))
+    await asyncio.sleep(0)  # the reader subscribes when it first runs
+    logs.say("one")
+    logs.say("two")
+    assert (await first).text == "sentinel-agent: one"
+    assert (await anext(reader)).text == "sentinel-agent: two"
+    await reader.aclose()
+    logs.say("three")  # no reader left: nothing queues up
+    assert [line.text for line in logs.recent][-1] == "sentinel-agent: three"
