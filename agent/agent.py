@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from agent.actions import REGISTRY
 from agent.actions.base import ActionContext
 from agent.actions.executor import ActionExecutor
-from agent.attach import AttachedVllm, engine_args_from_server
+from agent.attach import AttachedVllm, ServerInfoArgs
 from agent.checkpoint import (
     CHECKPOINT_VERSION,
     Checkpoint,
@@ -49,10 +49,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# In attach mode without a command line, /server_info is asked again this often until it
-# answers (it runs vLLM's collect_env: not something to call on every poll).
-SERVER_INFO_RETRY_S = 300.0
-
 
 class Agent:
     def __init__(
@@ -77,8 +73,7 @@ class Agent:
         self._process = ProcessCollector(source, pid=config.vllm_pid, port=config.vllm_port)
         self._lifecycle = LifecycleTracker(config.stall_after_s)
         self._in_flight: asyncio.Future[Checkpoint] | None = None
-        self._served_args: dict[str, Any] = {}
-        self._served_args_at: float | None = None
+        self._server_info = ServerInfoArgs(config.vllm_url, config.scrape_timeout_s)
         if signaller is None and config.gpu_backend == "nvml":
             signaller = OsSignaller()  # a simulated NVML lists pids that are not this machine's
         self.actions = ActionExecutor(REGISTRY, self._action_context(signaller))
@@ -132,18 +127,7 @@ class Agent:
         command = self.vllm.command
         if command is not None:
             return dict(command.args)
-        if probe.vllm is None or not probe.vllm.health.ok:
-            return self._served_args
-        asked_at = self._served_args_at
-        retry = asked_at is None or (
-            not self._served_args and now - asked_at >= SERVER_INFO_RETRY_S
-        )
-        if retry or probe.vllm.restarted:
-            self._served_args_at = now
-            self._served_args = await engine_args_from_server(
-                self.config.vllm_url, self.config.scrape_timeout_s
-            )
-        return self._served_args
+        return await self._server_info.engine_args(probe, now)
 
     def _collection_done(self, future: asyncio.Future[Checkpoint]) -> None:
         if self._in_flight is future:

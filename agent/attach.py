@@ -27,6 +27,7 @@ from typing import Any
 import aiohttp
 
 from agent.collectors.process import find_listening_pid
+from agent.collectors.vllm import VllmProbe
 from agent.config import AgentConfig
 from agent.control import ArgChanges, ControlError, EnvChanges, ProcessExit
 from agent.logsources import CommandLines, FileTail, LogFanout, journal_argv
@@ -170,6 +171,35 @@ _KNOWN_ARGS = BOOLEAN_FLAGS | INT_ARGS | FLOAT_ARGS | {
     "model", "served_model_name", "max_model_len", "kv_cache_dtype", "quantization", "dtype"
 }  # fmt: skip
 _RENAMED = {"cache_dtype": "kv_cache_dtype"}  # CacheConfig's name for --kv-cache-dtype
+
+
+class ServerInfoArgs:
+    """The engine arguments a running vLLM reports, asked once per vLLM process.
+
+    /server_info runs vLLM's collect_env, so it is not asked on every poll: once the server
+    answers /health, again when its counters restart, and, while it says nothing (no dev
+    mode), every RETRY_S.
+    """
+
+    RETRY_S = 300.0
+
+    def __init__(self, url: str, timeout_s: float) -> None:
+        self.url = url
+        self.timeout_s = timeout_s
+        self._args: dict[str, Any] = {}
+        self._asked_at: float | None = None
+
+    async def engine_args(self, probe: VllmProbe, now: float) -> dict[str, Any]:
+        """Return the arguments, asking vLLM first when due (monotonic `now`)."""
+        vllm = probe.vllm
+        if vllm is None or not vllm.health.ok:
+            return self._args
+        asked_at = self._asked_at
+        due = asked_at is None or (not self._args and now - asked_at >= self.RETRY_S)
+        if due or vllm.restarted:
+            self._asked_at = now
+            self._args = await engine_args_from_server(self.url, self.timeout_s)
+        return self._args
 
 
 async def engine_args_from_server(url: str, timeout_s: float) -> dict[str, Any]:
