@@ -25,7 +25,7 @@ import os
 import signal
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -170,7 +170,7 @@ class ProcessSupervisor:
                  self._task(pump(proc.stderr, self.logs, "stderr"))]  # fmt: skip
         self._watch = self._task(self._watch_exit(proc, pumps))
 
-    def _task(self, coro: Any) -> asyncio.Task[None]:
+    def _task(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
