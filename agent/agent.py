@@ -15,6 +15,7 @@ The agent's parts, for whoever adds to it:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable
@@ -34,15 +35,19 @@ from agent.checkpoint import (
     replace,
 )
 from agent.collectors.gpu import GpuCollector
-from agent.collectors.lifecycle import LifecycleTracker
 from agent.collectors.process import ProcessCollector
 from agent.collectors.vllm import VllmCollector, VllmProbe
 from agent.config import AgentConfig
 from agent.control import VllmControl
 from agent.events import EventLog
+from agent.exception_monitor import ExceptionMonitor
+from agent.gpu_health import GpuHealthDiff, XidWatcher
+from agent.loglines import LogLine
 from agent.logsources import LogFanout
 from agent.processes import OsSignaller, Signaller
+from agent.step_stats import StepStatsReceiver
 from agent.supervisor import ProcessSupervisor, RestartPolicy
+from agent.tracker import StateTracker
 from agent.vllm_args import parse
 
 log = logging.getLogger(__name__)
@@ -71,7 +76,12 @@ class Agent:
         self._gpu = GpuCollector(self.nvml) if self.nvml is not None else None
         source = process_source if process_source is not None else self.vllm.process
         self._process = ProcessCollector(source, pid=config.vllm_pid, port=config.vllm_port)
-        self._lifecycle = LifecycleTracker(config.stall_after_s)
+        self._lifecycle = StateTracker(self.events, config.stall_after_s)
+        self._exceptions = ExceptionMonitor(self.events)
+        self.logs.subscribe(self._read_log_line)
+        self._gpu_health = GpuHealthDiff(self.events)
+        self._xids = XidWatcher(self.nvml, self.events) if self.nvml is not None else None
+        self._steps = StepStatsReceiver() if config.stats_port is not None else None
         self._in_flight: asyncio.Future[Checkpoint] | None = None
         self._server_info = ServerInfoArgs(config.vllm_url, config.scrape_timeout_s)
         if signaller is None and config.gpu_backend == "nvml":
@@ -79,7 +89,18 @@ class Agent:
         self.actions = ActionExecutor(REGISTRY, self._action_context(signaller))
 
     async def start(self) -> None:
-        """Start vLLM (supervise mode) or follow its log (attach mode)."""
+        """Start watching: GPU events, the plugin's step stats, then vLLM itself.
+
+        In supervise mode the pre-startup validator runs first; with `block_on_failed_check`
+        a failed check keeps vLLM from starting (the checkpoints say why).
+        """
+        if self._xids is not None:
+            self._xids.start()
+        if self._steps is not None and self.config.stats_port is not None:
+            await self._steps.start("127.0.0.1", self.config.stats_port)
+        supervised = self.vllm.mode == "supervise"
+        if supervised and self.config.validate_on_start and await self._validate_before_start():
+            return
         await self.vllm.start()
 
     async def collect(self, events_since: int | None = None) -> Checkpoint:
@@ -95,11 +116,41 @@ class Agent:
         return self._with_events(checkpoint, events_since or 0)
 
     async def close(self) -> None:
+        if self._xids is not None:
+            await asyncio.to_thread(self._xids.stop)
+        if self._steps is not None:
+            self._steps.close()
         await self.actions.close()
         await self.vllm.close()
         await self._vllm.close()
         if self._gpu is not None:
             self._gpu.close()
+
+    def _read_log_line(self, line: LogLine) -> None:
+        self._exceptions.feed(line)
+        self._lifecycle.feed_log(line)
+
+    async def _validate_before_start(self) -> bool:
+        """Run the validator and keep its report; return True when it blocks the start."""
+        from agent.validator import run_validation
+
+        self._lifecycle.validating(time.time())
+        report = await asyncio.to_thread(
+            run_validation,
+            self.vllm.command,
+            vllm_url=self.config.vllm_url,
+            nvml=self.nvml,
+            environ=self.vllm.environ(),
+            trigger="startup",
+        )
+        failed = [c.name for c in report.checks if c.status == "fail"]
+        blocked = bool(failed) and self.config.block_on_failed_check
+        self.events.add(dataclasses.replace(report, blocked=blocked))
+        if blocked:
+            reason = "vLLM not started: pre-startup checks failed: " + ", ".join(failed)
+            log.error("%s", reason)
+            self._lifecycle.blocked(time.time(), reason)
+        return blocked
 
     def _action_context(self, signaller: Signaller | None) -> ActionContext:
         return ActionContext(
@@ -145,7 +196,18 @@ class Agent:
         missing.update(probe.missing)
         gpu_list = _unpack("gpu", gpus, missing) or []
         proc = _unpack("process", process, missing)
-        state, detail = self._lifecycle.update(probe, proc.pid if proc else None, started)
+        for error in self._exceptions.flush(time.time()):
+            self._lifecycle.on_error(error)  # before update(): a death's cause comes first
+        self._gpu_health.update(gpu_list, collected_at)
+        if self._xids is not None and self._xids.missing_reason:
+            missing["xid_events"] = self._xids.missing_reason
+        state, detail = self._lifecycle.update(
+            probe,
+            process_alive=self._process.alive,
+            gpus=gpu_list,
+            now_mono=started,
+            now_epoch=collected_at,
+        )
         engine_args = await _guarded("engine_args", missing, self._engine_args(probe, started))
         self.seq += 1
         return _validated(
@@ -165,6 +227,8 @@ class Agent:
                 missing=missing,
                 mode=self.vllm.mode,
                 engine_args=engine_args or {},
+                startup=self._lifecycle.startup,
+                steps=self._steps.take() if self._steps is not None else None,
             )
         )
 

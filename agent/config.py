@@ -33,6 +33,9 @@ class AgentConfig:
     restart_on_failure: bool = False  # restart vLLM after an exit the agent did not ask for
     restart_delay_s: float = 5.0
     stop_timeout_s: float = 30.0  # SIGTERM, then SIGKILL after this long
+    validate_on_start: bool = True  # run the pre-startup validator before starting vLLM
+    block_on_failed_check: bool = False  # a failed check keeps vLLM from starting
+    stats_port: int | None = None  # UDP port for the vLLM stat-logger plugin; None: off
     # attach mode
     log_file: str | None = None  # vLLM's log file, followed like `tail -F`
     journal_unit: str | None = None  # or the systemd unit whose journal holds vLLM's output

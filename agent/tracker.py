@@ -245,6 +245,16 @@ class StateTracker:
         self._failure_held = False
         self._causes.clear()
 
+    # ---------------------------------------------------------------- the agent's own steps
+
+    def validating(self, at: float) -> None:
+        """The agent runs the pre-startup validator before it starts vLLM."""
+        self._move(S.PRE_STARTUP, at, "pre-startup validation")
+
+    def blocked(self, at: float, trigger: str) -> None:
+        """A failed pre-startup check kept vLLM from starting: held until vLLM answers."""
+        self._commit(_Failure(S.FAILED_CONFIG, at, trigger))
+
     # ---------------------------------------------------------------- checkpoints
 
     def update(

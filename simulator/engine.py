@@ -28,7 +28,7 @@ from simulator.logs import VllmLog
 from simulator.nvml import SimulatedNvml, idle_gpu
 from simulator.process import Leaks, advance, gpu_owners, spawn_tree, terminate
 from simulator.run import SHM_WARNING_INTERVAL_S, STATS_LOG_INTERVAL_S, LogWindow, ServerRun
-from simulator.scenario import Conditions, Event, ForeignProcess, Scenario
+from simulator.scenario import GPU_HEALTH_KINDS, Conditions, Event, ForeignProcess, Scenario
 from simulator.startup import StartupContext, StartupEvent, plan_startup
 from simulator.stats import HttpStats
 from simulator.workload import Request, Workload
@@ -271,6 +271,8 @@ class SimulatedVllm:
             self.gpus[event.params["gpu"] % len(self.gpus)].ecc_uncorrected += event.params[
                 "uncorrected"
             ]
+        elif kind in GPU_HEALTH_KINDS:
+            self.nvml.apply_event(kind, event.params)
 
     def _check_gpu_memory(self) -> None:
         run = self.run

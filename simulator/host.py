@@ -72,6 +72,8 @@ class SimulatedHost:
         """Start the agent (it runs through vLLM restarts) and open the vLLM port if ready."""
         if with_agent:
             await self._start_agent()
+            assert self.agent is not None
+            await self.agent.start()  # its XID watcher and pre-startup validation too
         await self.http.sync()
 
     def step(self, dt: float) -> None:
@@ -167,7 +169,10 @@ class ProcessHost:
             self.supervisor.logs.subscribe(self._write_log)
         if with_agent:
             await self._start_agent()
-        await self.supervisor.start()
+            assert self.agent is not None
+            await self.agent.start()  # validates, then starts the child
+        else:
+            await self.supervisor.start()
 
     def step(self, dt: float) -> None:
         """The child process keeps its own clock."""

@@ -34,6 +34,10 @@ class RestartWithArgs(Action):
                                 nullable=True),
         "enable_prefix_caching": Param("bool", "prefix caching", nullable=True),
         "enable_chunked_prefill": Param("bool", "chunked prefill", nullable=True),
+        # The pre-startup validator's fixes: spread the model over more GPUs, and stop
+        # blinding the monitor (null removes --disable-log-stats).
+        "tensor_parallel_size": Param("int", "GPUs per model replica", 1, 64, nullable=True),
+        "disable_log_stats": Param("bool", "removes every vllm: metric", nullable=True),
     }  # fmt: skip
 
     def refusal(self, ctx: ActionContext, params: dict[str, Any]) -> str | None:

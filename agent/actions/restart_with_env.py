@@ -1,4 +1,4 @@
-"""restart_with_env: restart vLLM with NCCL or PyTorch allocator settings changed.
+"""restart_with_env: restart vLLM with NCCL, PyTorch allocator or vLLM logging settings changed.
 
 Only the variables below, each with the values it takes; null unsets one.
 """
@@ -15,7 +15,7 @@ ZERO_ONE = ("0", "1")
 
 class RestartWithEnv(Action):
     name = "restart_with_env"
-    help = "Restart vLLM with changed NCCL / PyTorch allocator environment; null unsets."
+    help = "Restart vLLM with changed NCCL, allocator or logging environment; null unsets."
     needs_a_param = True
     params = {
         "NCCL_P2P_DISABLE": Param("str", "1 disables peer-to-peer transfers", choices=ZERO_ONE,
@@ -33,6 +33,13 @@ class RestartWithEnv(Action):
         "PYTORCH_CUDA_ALLOC_CONF": Param("str", "PyTorch CUDA allocator settings",
                                          pattern=r"[a-z_]+:[A-Za-z0-9.]+(,[a-z_]+:[A-Za-z0-9.]+)*",
                                          nullable=True),
+        # vLLM's logging, which the monitor reads (the validator's fixes).
+        "VLLM_LOGGING_LEVEL": Param("str", "vLLM log level; above INFO hides the stats line",
+                                    choices=("DEBUG", "INFO", "WARNING", "ERROR"), nullable=True),
+        "VLLM_LOG_STATS_INTERVAL": Param("str", "seconds between stats lines",
+                                         pattern=r"[0-9]{1,4}(\.[0-9]+)?", nullable=True),
+        "VLLM_CONFIGURE_LOGGING": Param("str", "0 hands logging to the application",
+                                        choices=ZERO_ONE, nullable=True),
     }  # fmt: skip
 
     def refusal(self, ctx: ActionContext, params: dict[str, Any]) -> str | None:

@@ -47,6 +47,7 @@ class ProcessCollector:
         self._children: list[Any] = []
         self._children_at: float | None = None
         self._cpu_before: tuple[dict[int, float], float] | None = None
+        self.alive: bool | None = None  # None: no vLLM process known to watch
 
     async def collect(self, now: float, wall_now: float) -> tuple[Process | None, str | None]:
         """Return the tree's usage, or None and why (monotonic `now`, epoch `wall_now`)."""
@@ -54,11 +55,13 @@ class ProcessCollector:
         if proc is None:
             return None, reason
         try:
-            return self._measure(proc, now, wall_now), None
+            measured = self._measure(proc, now, wall_now)
         except psutil.NoSuchProcess:
             return None, self._gone(proc)
         except psutil.Error as exc:
             return None, f"cannot read vLLM process {proc.pid}: {exc}"
+        self.alive = True
+        return measured, None
 
     async def _process(self, now: float) -> tuple[Any | None, str | None]:
         if self._proc is not None and not self._proc.is_running():
@@ -70,6 +73,7 @@ class ProcessCollector:
         return self._proc, None
 
     def _gone(self, proc: Any) -> str:
+        self.alive = False
         if not self._fixed_source:
             self._proc = None
         self._children, self._children_at, self._cpu_before = [], None, None
@@ -93,6 +97,7 @@ class ProcessCollector:
 
     def _not_found_reason(self) -> str:
         if self._pid is not None:
+            self.alive = False
             return f"no process with pid {self._pid}"
         if self._port is not None:
             return (

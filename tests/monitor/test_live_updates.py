@@ -104,5 +104,5 @@ async def test_it_pushes_rerendered_event_panels_when_events_arrive(alice) -> No
     assert "serving" in first["panels"]
     assert "panels" not in quiet
     assert 'id="host-events"' in loud["panels"]
-    assert "nccl_error" in loud["panels"] and "×4" in loud["panels"]
+    assert "nccl_error" in loud["panels"] and "\u00d74" in loud["panels"]
     await watching.disconnect()

@@ -160,7 +160,7 @@ def test_it_shows_errors_gpu_events_and_the_latest_validation_on_the_host_page(
     html = client.get(reverse("host_detail", args=[host.name])).content.decode()
 
     assert 'id="host-events"' in html
-    assert "cuda_oom" in html and "×2" in html and "Traceback (most recent call last)" in html
+    assert "cuda_oom" in html and "\u00d72" in html and "Traceback (most recent call last)" in html
     assert "Xid 48" in html and "Double Bit ECC Error" in html and "Reset the GPU" in html
     assert "/dev/shm is 64 MiB" in html and "--shm-size=16g" in html
     assert 'class="seg tone-ok"' in html  # serving since the first poll
