@@ -72,8 +72,13 @@ def _wait_for_file(path: Path, group: ProcessGroup) -> None:
 
 
 @pytest.fixture
-def control_plane(transactional_db, tmp_path) -> Iterator[ControlPlane]:  # type: ignore[no-untyped-def]
+def control_plane(request, transactional_db, tmp_path) -> Iterator[ControlPlane]:  # type: ignore[no-untyped-def]
+    """The whole product on a simulated fleet; `@pytest.mark.fleet(scenario=, speed=, hosts=)`
+    picks the fleet (default: 3 healthy hosts in real time)."""
     from tests.conftest import RUN_PREFIX
+
+    marker = request.node.get_closest_marker("fleet")
+    fleet = {"hosts": 3, "scenario": "healthy", "speed": 1.0, **(marker.kwargs if marker else {})}
 
     env = {
         **os.environ,
@@ -95,12 +100,9 @@ def control_plane(transactional_db, tmp_path) -> Iterator[ControlPlane]:  # type
             "simulator",
             [
                 str(BIN / "sentinel-simulate"),
-                "--hosts",
-                "3",
-                "--seed",
-                "11",
-                "--manifest",
-                str(manifest),
+                *("--hosts", str(fleet["hosts"]), "--seed", "11"),
+                *("--scenario", fleet["scenario"], "--speed", str(fleet["speed"])),
+                *("--manifest", str(manifest)),
             ],
             env,
         )

@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 from django.test import Client
 
-from monitor.models import Checkpoint, Host, LifecycleTransition
+from monitor.models import Checkpoint, Host, LifecycleTransition, ValidationReport, VllmError
 from tests.e2e.conftest import ControlPlane
 
 pytestmark = [pytest.mark.e2e]
@@ -40,7 +40,12 @@ def test_it_stores_checkpoints_from_every_host_within_a_few_polls(
         assert host.status == Host.Status.UP, host.status_reason
         assert host.last_seen_at is not None
         assert host.latest["gpu_count"] >= 1
-    assert {t.to_state for t in LifecycleTransition.objects.all()} >= {"serving"}
+    # The agents' own transitions arrive, each with the log line that caused it.
+    triggers = dict(LifecycleTransition.objects.values_list("to_state", "trigger"))
+    assert "Application startup complete." in triggers["serving"]
+    assert {"loading_weights", "capturing_cuda_graphs", "serving"} <= set(triggers)
+    # Each supervised start was validated first, and the report reached the control plane.
+    assert ValidationReport.objects.filter(trigger="startup").count() == len(names)
     row = Checkpoint.objects.filter(lifecycle_state="serving").order_by("-id").first()
     assert row.data["vllm"]["model_name"] == "meta-llama/Llama-3.1-8B-Instruct"
     assert row.data["vllm"]["cache"]["num_gpu_blocks"] > 0
@@ -85,3 +90,21 @@ def test_it_refuses_a_websocket_without_a_session(control_plane: ControlPlane) -
     with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
         asyncio.run(connect())
     assert refused.value.status == 403
+
+
+@pytest.mark.fleet(hosts=1, scenario="memory_leak_oom", speed=20)
+def test_it_carries_a_cuda_oom_from_vllms_log_to_the_database(control_plane: ControlPlane) -> None:
+    # At 20x, the leak crosses the GPU's capacity about 10 s in (3 simulated minutes).
+    def oom_recorded() -> bool:
+        return VllmError.objects.filter(category="cuda_oom").exists() and (
+            LifecycleTransition.objects.filter(to_state="failed_cuda_oom").exists()
+        )
+
+    _wait_until(oom_recorded, timeout_s=45, plane=control_plane)
+
+    error = VllmError.objects.get(category="cuda_oom")
+    assert "CUDA out of memory" in error.message
+    assert error.fields["requested_bytes"] > 0
+    assert "Traceback (most recent call last)" in error.traceback
+    failed = LifecycleTransition.objects.get(to_state="failed_cuda_oom")
+    assert "OutOfMemoryError" in failed.trigger or "CUDA out of memory" in failed.trigger
