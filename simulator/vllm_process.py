@@ -52,13 +52,17 @@ USAGE = "usage: python -m simulator.vllm_process serve MODEL [vLLM arguments]"
 
 
 class StdoutLog(VllmLog):
-    """vLLM's log lines on stdout, flushed at once so a reader of the pipe sees them live."""
+    """vLLM's log lines on stdout; `flush_stdout()` after each clock step sends them on."""
 
     def _write(self, lines: list[str]) -> None:
         super()._write(lines)
         with contextlib.suppress(BrokenPipeError):  # the reader is gone; vLLM carries on
             sys.stdout.write("\n".join(lines) + "\n")
-            sys.stdout.flush()
+
+
+def flush_stdout() -> None:
+    with contextlib.suppress(BrokenPipeError):
+        sys.stdout.flush()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,6 +137,7 @@ async def serve(sim: SimulatedVllm, command: VllmCommand, speed: float) -> int:
         return EXIT_STOPPED
     finally:
         await http.close()
+        flush_stdout()
 
 
 class _Clock:
@@ -149,6 +154,9 @@ class _Clock:
         while self.sim.t + TICK_S <= target:
             self.sim.step(TICK_S)
         await http.sync()
+        # Only now: a reader that sees "Application startup complete." finds the port open,
+        # as with uvicorn, which listens before it says so.
+        flush_stdout()
 
 
 async def _shut_down(
