@@ -106,6 +106,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     supervise.add_argument("--restart-delay-s", type=float)
     supervise.add_argument("--stop-timeout-s", type=float, help="SIGTERM, then SIGKILL after this")
+    supervise.add_argument(
+        "--no-validate-on-start",
+        dest="validate_on_start",
+        action="store_false",
+        help="skip the pre-startup validator before starting vLLM",
+    )
+    supervise.add_argument(
+        "--block-on-failed-check",
+        action="store_true",
+        help="do not start vLLM when a pre-startup check fails",
+    )
+    p.add_argument(
+        "--stats-port",
+        type=int,
+        help="UDP port for the optional vLLM stat-logger plugin (SENTINEL_AGENT_STATS_PORT)",
+    )
     attach = p.add_argument_group("attach mode")
     attach.add_argument("--vllm-pid", type=int, help="else the process listening on the vLLM port")
     attach.add_argument("--log-file", help="vLLM's log file, followed like tail -F")
