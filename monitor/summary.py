@@ -47,6 +47,8 @@ def summarize(cp: Checkpoint) -> dict[str, Any]:
         "health_ok": vllm.health.ok if vllm else None,
         "forward_progress": vllm.forward_progress if vllm else None,
         "missing": sorted(cp.missing),
+        "mode": cp.mode,
+        "startup": _startup_figures(cp),
     }
     summary.update(_vllm_figures(cp))
     return summary
@@ -97,6 +99,19 @@ def _fmt(value: float | None, template: str) -> str:
 
 def _fmt_ms(seconds: float | None) -> str:
     return "-" if seconds is None else f"{1000 * seconds:.0f} ms"
+
+
+def _startup_figures(cp: Checkpoint) -> dict[str, Any] | None:
+    """Return what vLLM logged about its last start (memory, KV cache, timings), if anything."""
+    if cp.startup is None:
+        return None
+    keep = ("model_weights_gib", "weights_load_s", "kv_cache_gib", "kv_cache_tokens",
+            "max_concurrency", "max_concurrency_tokens", "cuda_graph_gib", "init_engine_s",
+            "vllm_version", "progress_pct")  # fmt: skip
+    figures = {k: getattr(cp.startup, k) for k in keep if getattr(cp.startup, k) is not None}
+    if cp.startup.phase is not None:
+        figures["phase"] = cp.startup.phase.value
+    return figures or None
 
 
 def host_status(cp: Checkpoint) -> tuple[str, str]:

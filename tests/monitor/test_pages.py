@@ -164,3 +164,28 @@ def test_it_shows_errors_gpu_events_and_the_latest_validation_on_the_host_page(
     assert "Xid 48" in html and "Double Bit ECC Error" in html and "Reset the GPU" in html
     assert "/dev/shm is 64 MiB" in html and "--shm-size=16g" in html
     assert 'class="seg tone-ok"' in html  # serving since the first poll
+
+
+def test_it_shows_the_figures_vllm_logged_at_its_last_start(client, alice, host) -> None:  # type: ignore[no-untyped-def]
+    from agent.checkpoint import Startup
+
+    _store(
+        host,
+        startup=Startup(
+            model_weights_gib=14.99,
+            weights_load_s=8.2,
+            kv_cache_gib=54.4,
+            kv_cache_tokens=445632,
+            max_concurrency=13.6,
+            max_concurrency_tokens=32768,
+            init_engine_s=41.5,
+        ),
+    )
+    client.force_login(alice)
+
+    html = client.get(reverse("host_detail", args=[host.name])).content.decode()
+
+    assert "weights 14.99 GiB in 8.2 s" in html
+    assert "KV cache 54.40 GiB = 445632 tokens" in html
+    assert "max concurrency 13.60\u00d7 at 32768 tokens" in html
+    assert "engine ready in 41.5 s" in html
