@@ -1,0 +1,140 @@
+"""A window of one host's checkpoints as aligned numeric series, for every detector. Pure.
+
+Checkpoints come as the documented JSON dicts (agent/checkpoint.py), oldest first, from any
+source (the live table, an export, the simulator). A missing figure is NaN, never an error.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+Getter = Callable[[dict[str, Any]], float | None]
+
+
+def _vllm(key: str) -> Getter:
+    return lambda cp: (cp.get("vllm") or {}).get(key)
+
+
+def _rate(key: str) -> Getter:
+    return lambda cp: ((cp.get("vllm") or {}).get("rates") or {}).get(key)
+
+
+def _latency(name: str, stat: str) -> Getter:
+    return lambda cp: (((cp.get("vllm") or {}).get("latency") or {}).get(name) or {}).get(stat)
+
+
+def _gpus(key: str, combine: Callable[[list[float]], float]) -> Getter:
+    def get(cp: dict[str, Any]) -> float | None:
+        values = [g[key] for g in cp.get("gpus") or [] if g.get(key) is not None]
+        return combine(values) if values else None
+
+    return get
+
+
+def _process(key: str) -> Getter:
+    return lambda cp: (cp.get("process") or {}).get(key)
+
+
+def _gpu_mem_pct(cp: dict[str, Any]) -> float | None:
+    used = _gpus("memory_used_bytes", sum)(cp)
+    total = _gpus("memory_total_bytes", sum)(cp)
+    return None if used is None or not total else 100.0 * used / total
+
+
+def _throttled(cp: dict[str, Any]) -> float | None:
+    gpus = cp.get("gpus") or []
+    if not gpus:
+        return None
+    hot = {"hw_thermal_slowdown", "sw_thermal_slowdown", "hw_slowdown", "hw_power_brake_slowdown"}
+    return float(any(hot & set(g.get("throttle_reasons") or []) for g in gpus))
+
+
+# name -> how to read it from a checkpoint dict. Units are in the names.
+SERIES: dict[str, Getter] = {
+    "gpu_mem_used_bytes": _gpus("memory_used_bytes", sum),
+    "gpu_mem_total_bytes": _gpus("memory_total_bytes", sum),
+    "gpu_mem_used_pct": _gpu_mem_pct,
+    "gpu_util_pct": _gpus("utilization_gpu_pct", lambda v: sum(v) / len(v)),
+    "gpu_temp_c": _gpus("temperature_c", max),
+    "gpu_power_w": _gpus("power_w", sum),
+    "gpu_sm_clock_mhz": _gpus("sm_clock_mhz", min),
+    "gpu_throttled": _throttled,
+    "kv_cache_usage_pct": _vllm("kv_cache_usage_pct"),
+    "requests_running": _vllm("requests_running"),
+    "requests_waiting": _vllm("requests_waiting"),
+    "prompt_tokens_per_s": _rate("prompt_tokens_per_s"),
+    "generation_tokens_per_s": _rate("generation_tokens_per_s"),
+    "preemptions_per_s": _rate("preemptions_per_s"),
+    "requests_finished_per_s": _rate("requests_finished_per_s"),
+    "requests_failed_per_s": _rate("requests_failed_per_s"),
+    "http_5xx_per_s": _rate("http_5xx_per_s"),
+    "ttft_p99_s": _latency("ttft", "p99_s"),
+    "itl_p50_s": _latency("itl", "p50_s"),
+    "itl_p99_s": _latency("itl", "p99_s"),
+    "e2e_p99_s": _latency("e2e", "p99_s"),
+    "queue_p99_s": _latency("queue", "p99_s"),
+    "process_rss_bytes": _process("rss_bytes"),
+    "process_open_fds": _process("open_fds"),
+    "forward_progress": lambda cp: _bool((cp.get("vllm") or {}).get("forward_progress")),
+    "health_ok": lambda cp: _bool(((cp.get("vllm") or {}).get("health") or {}).get("ok")),
+}
+
+
+@dataclass
+class Window:
+    """Aligned series of one host's checkpoints, oldest first."""
+
+    t: np.ndarray  # epoch seconds
+    series: dict[str, np.ndarray]  # name -> values (NaN where missing)
+    states: list[str]  # lifecycle_state of each checkpoint
+    checkpoints: Sequence[dict[str, Any]] = field(repr=False, default=())
+
+    def __len__(self) -> int:
+        return len(self.t)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.series[name]
+
+    def last(self, name: str) -> float:
+        """Return the newest non-NaN value of `name`, or NaN."""
+        values = self.series[name]
+        present = values[~np.isnan(values)]
+        return float(present[-1]) if len(present) else math.nan
+
+    def since(self, t0: float) -> Window:
+        """Return the part of the window at or after epoch `t0`."""
+        keep = self.t >= t0
+        return Window(
+            self.t[keep],
+            {k: v[keep] for k, v in self.series.items()},
+            [s for s, k in zip(self.states, keep, strict=True) if k],
+            [c for c, k in zip(self.checkpoints, keep, strict=True) if k],
+        )
+
+
+def window(checkpoints: Sequence[dict[str, Any]]) -> Window:
+    """Return the series of `checkpoints` (dicts, oldest first; unsorted input is sorted)."""
+    ordered = sorted(checkpoints, key=lambda cp: cp.get("collected_at") or 0.0)
+    t = np.array([float(cp.get("collected_at") or 0.0) for cp in ordered])
+    series = {name: np.array([_num(get(cp)) for cp in ordered]) for name, get in SERIES.items()}
+    states = [str(cp.get("lifecycle_state") or "unknown") for cp in ordered]
+    return Window(t, series, states, ordered)
+
+
+def _num(value: Any) -> float:
+    if value is None or isinstance(value, bool | str):
+        return float(value) if isinstance(value, bool) else math.nan
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return math.nan
+    return number if math.isfinite(number) else math.nan
+
+
+def _bool(value: Any) -> float | None:
+    return None if value is None else float(bool(value))
