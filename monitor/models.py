@@ -161,3 +161,74 @@ class ValidationReport(models.Model):
     class Meta:
         indexes = [models.Index(fields=["host", "-at"], name="validation_host_time")]
         ordering = ["-at"]
+
+
+class Prediction(models.Model):
+    """One predicted failure of one host, from first sighting until it no longer holds.
+
+    Opened and closed with hysteresis (learning/hysteresis.py) so it does not flap; the
+    figures are those of the latest analysis while it is open.
+    """
+
+    host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="predictions")
+    failure_type = models.CharField(max_length=40)
+    probability = models.FloatField()
+    confidence = models.FloatField()
+    time_to_failure_s = models.FloatField(null=True, blank=True)
+    expected_failure_at = models.DateTimeField(null=True, blank=True)
+    evidence = models.JSONField(default=list)
+    recommended_mitigations = models.JSONField(default=list)
+    first_predicted_at = models.DateTimeField()
+    updated_at = models.DateTimeField()
+    closed_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(max_length=20, blank=True)  # "happened", "lapsed" once closed
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["host", "-updated_at"], name="prediction_host_time"),
+            models.Index(
+                fields=["host"], condition=models.Q(closed_at__isnull=True), name="prediction_open"
+            ),
+        ]
+        ordering = ["-probability"]
+
+    @property
+    def is_open(self) -> bool:
+        return self.closed_at is None
+
+
+class Forecast(models.Model):
+    """The latest forecast of one metric of one host: its path, band and threshold crossings."""
+
+    host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="forecasts")
+    metric = models.CharField(max_length=60)
+    made_at = models.DateTimeField()
+    times = models.JSONField(default=list)  # epoch seconds
+    values = models.JSONField(default=list)
+    lower = models.JSONField(default=list)
+    upper = models.JSONField(default=list)
+    crossings = models.JSONField(default=dict)  # threshold name -> epoch seconds or null
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["host", "metric"], name="forecast_one_per_metric")
+        ]
+
+
+class LearnedModel(models.Model):
+    """A trained model, kept with its format, library version and evaluation figures."""
+
+    kind = models.CharField(max_length=40)  # e.g. "patterns"
+    version = models.PositiveIntegerField()
+    model_format = models.PositiveIntegerField()
+    library_version = models.CharField(max_length=40)  # scikit-learn's, at training time
+    created_at = models.DateTimeField()
+    card = models.JSONField(default=dict)  # what it was trained on, figures, caveats
+    blob = models.BinaryField()
+    active = models.BooleanField(default=False)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["kind", "version"], name="learned_model_version")
+        ]
+        ordering = ["-created_at"]
