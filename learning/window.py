@@ -117,13 +117,38 @@ class Window:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One checkpoint's figures, read once: a stream of them builds windows cheaply."""
+
+    t: float
+    values: tuple[float, ...]  # in SERIES order
+    state: str
+    checkpoint: dict[str, Any] = field(repr=False, compare=False)
+
+
+def row(checkpoint: dict[str, Any]) -> Row:
+    return Row(
+        t=float(checkpoint.get("collected_at") or 0.0),
+        values=tuple(_num(get(checkpoint)) for get in SERIES.values()),
+        state=str(checkpoint.get("lifecycle_state") or "unknown"),
+        checkpoint=checkpoint,
+    )
+
+
+def from_rows(rows: Sequence[Row]) -> Window:
+    """Return the window of `rows`, which must be oldest first."""
+    matrix = np.array([r.values for r in rows], dtype=float).reshape(len(rows), len(SERIES))
+    series = {name: matrix[:, i] for i, name in enumerate(SERIES)}
+    return Window(
+        np.array([r.t for r in rows]), series, [r.state for r in rows], [r.checkpoint for r in rows]
+    )
+
+
 def window(checkpoints: Sequence[dict[str, Any]]) -> Window:
     """Return the series of `checkpoints` (dicts, oldest first; unsorted input is sorted)."""
     ordered = sorted(checkpoints, key=lambda cp: cp.get("collected_at") or 0.0)
-    t = np.array([float(cp.get("collected_at") or 0.0) for cp in ordered])
-    series = {name: np.array([_num(get(cp)) for cp in ordered]) for name, get in SERIES.items()}
-    states = [str(cp.get("lifecycle_state") or "unknown") for cp in ordered]
-    return Window(t, series, states, ordered)
+    return from_rows([row(cp) for cp in ordered])
 
 
 def _num(value: Any) -> float:
