@@ -44,6 +44,7 @@ _HOST_COLUMNS = {
 @dataclass
 class StoreReport:
     stored: list[tuple[Host, dict[str, Any]]] = field(default_factory=list)  # host, summary
+    checkpoints: list[tuple[Host, Checkpoint]] = field(default_factory=list)  # for the analysis
     changed_hosts: list[Host] = field(default_factory=list)
     hosts_with_events: set[int] = field(default_factory=set)  # new transitions, errors, ...
     duplicates: int = 0
@@ -127,7 +128,10 @@ def _apply_checkpoint(
     asked_since: int,
 ) -> None:
     figures = summary.summarize(cp)
+    # The analysis checks it saw this one, so a window it keeps never has a hole.
+    figures["previous_collected_at"] = (host.latest or {}).get("collected_at")
     report.stored.append((host, figures))
+    report.checkpoints.append((host, cp))
     report.samples += cp.vllm.samples if cp.vllm else 0
     before = len(events.transitions)
     take_events(host, cp, asked_since, events)

@@ -39,6 +39,9 @@ class Host(models.Model):
     # Which of the agent's events we have stored: its run (start time) and the highest id.
     agent_started_at = models.FloatField(null=True, blank=True)
     events_seen = models.BigIntegerField(default=0)
+    # The most probable open prediction, kept by monitor/analysis.py: the fleet sorts by it.
+    risk = models.FloatField(default=0.0)
+    top_prediction = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["name"]
