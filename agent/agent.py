@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import time
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
@@ -34,6 +33,7 @@ from agent.checkpoint import (
     encode,
     replace,
 )
+from agent.clock import SYSTEM_CLOCK, Clock
 from agent.collectors.gpu import GpuCollector
 from agent.collectors.process import ProcessCollector
 from agent.collectors.vllm import VllmCollector, VllmProbe
@@ -64,14 +64,16 @@ class Agent:
         process_source: Any | None = None,
         vllm: VllmControl | None = None,
         signaller: Signaller | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.config = config
-        self.started_at = time.time()
+        self.clock = clock
+        self.started_at = clock.time()
         self.seq = 0
         self.events = EventLog()
         self.vllm = vllm if vllm is not None else default_control(config)
         self.logs = self.vllm.logs
-        self._vllm = VllmCollector(config.vllm_url, timeout_s=config.scrape_timeout_s)
+        self._vllm = VllmCollector(config.vllm_url, timeout_s=config.scrape_timeout_s, clock=clock)
         self.nvml, self._gpu_unavailable = _nvml(config.gpu_backend, nvml)
         self._gpu = GpuCollector(self.nvml) if self.nvml is not None else None
         source = process_source if process_source is not None else self.vllm.process
@@ -80,7 +82,10 @@ class Agent:
         self._exceptions = ExceptionMonitor(self.events)
         self.logs.subscribe(self._read_log_line)
         self._gpu_health = GpuHealthDiff(self.events)
-        self._xids = XidWatcher(self.nvml, self.events) if self.nvml is not None else None
+        self._xids = (
+            XidWatcher(self.nvml, self.events, clock=clock.time) if self.nvml is not None else None
+        )
+        # The plugin stamps its datagrams with vLLM's real monotonic clock: keep that one.
         self._steps = StepStatsReceiver() if config.stats_port is not None else None
         self._in_flight: asyncio.Future[Checkpoint] | None = None
         self._server_info = ServerInfoArgs(config.vllm_url, config.scrape_timeout_s)
@@ -134,7 +139,7 @@ class Agent:
         """Run the validator and keep its report; return True when it blocks the start."""
         from agent.validator import run_validation
 
-        self._lifecycle.validating(time.time())
+        self._lifecycle.validating(self.clock.time())
         report = await asyncio.to_thread(
             run_validation,
             self.vllm.command,
@@ -142,6 +147,7 @@ class Agent:
             nvml=self.nvml,
             environ=self.vllm.environ(),
             trigger="startup",
+            now=self.clock.time(),
         )
         failed = [c.name for c in report.checks if c.status == "fail"]
         blocked = bool(failed) and self.config.block_on_failed_check
@@ -149,7 +155,7 @@ class Agent:
         if blocked:
             reason = "vLLM not started: pre-startup checks failed: " + ", ".join(failed)
             log.error("%s", reason)
-            self._lifecycle.blocked(time.time(), reason)
+            self._lifecycle.blocked(self.clock.time(), reason)
         return blocked
 
     def _action_context(self, signaller: Signaller | None) -> ActionContext:
@@ -185,7 +191,7 @@ class Agent:
             self._in_flight = None
 
     async def _collect(self) -> Checkpoint:
-        collected_at, started = time.time(), time.monotonic()
+        collected_at, started = self.clock.time(), self.clock.monotonic()
         missing: dict[str, str] = {}
         probe, gpus, process = await asyncio.gather(
             _guarded("vllm", missing, self._vllm.collect()),
@@ -196,7 +202,7 @@ class Agent:
         missing.update(probe.missing)
         gpu_list = _unpack("gpu", gpus, missing) or []
         proc = _unpack("process", process, missing)
-        for error in self._exceptions.flush(time.time()):
+        for error in self._exceptions.flush(self.clock.time()):
             self._lifecycle.on_error(error)  # before update(): a death's cause comes first
         self._gpu_health.update(gpu_list, collected_at)
         if self._xids is not None and self._xids.missing_reason:
@@ -217,7 +223,7 @@ class Agent:
                 seq=self.seq,
                 agent_started_at=self.started_at,
                 collected_at=collected_at,
-                collect_duration_s=time.monotonic() - started,
+                collect_duration_s=self.clock.monotonic() - started,
                 lifecycle_state=state,
                 lifecycle_detail=detail,
                 vllm=probe.vllm,

@@ -17,12 +17,12 @@ import contextlib
 import logging
 import os
 import re
-import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import BinaryIO
 
+from agent.clock import SYSTEM_CLOCK, Clock
 from agent.loglines import LogLine
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,8 @@ Subscriber = Callable[[LogLine], None]
 
 
 class LogFanout:
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock = SYSTEM_CLOCK) -> None:
+        self.clock = clock  # stamps the lines its sources read (LogLine.at)
         self._subscribers: list[Subscriber] = []
         self.recent: deque[LogLine] = deque(maxlen=KEEP_RECENT)
 
@@ -59,7 +60,7 @@ class LogFanout:
 
     def say(self, text: str) -> None:
         """Publish one of the agent's own lines (stream "agent")."""
-        self.publish(LogLine(at=time.time(), text=AGENT_PREFIX + text, stream="agent"))
+        self.publish(LogLine(at=self.clock.time(), text=AGENT_PREFIX + text, stream="agent"))
 
     async def lines(self, max_queued: int = 10_000) -> AsyncIterator[LogLine]:
         """Yield every line from now on; a reader that falls `max_queued` behind loses lines."""
@@ -109,7 +110,7 @@ async def pump(reader: asyncio.StreamReader, logs: LogFanout, stream: str) -> No
 
 
 def _publish(logs: LogFanout, texts: list[str], stream: str) -> None:
-    now = time.time()
+    now = logs.clock.time()
     for text in texts:
         logs.publish(LogLine(at=now, text=text, stream=stream))
 

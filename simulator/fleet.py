@@ -3,7 +3,9 @@
 The clock is simulated: every host steps in fixed ticks, and a background task catches
 the simulated time up with wall time x speed. Asyncio's timing jitter changes when a tick
 runs, never what it computes, so a seed gives the same fleet history at any speed.
-With `speed=0` nothing moves on its own; tests call `advance()`.
+With `speed=0` nothing moves on its own; tests call `advance()`. The in-process hosts'
+agents read the same clock (`fleet.clock`: epoch + simulated seconds), so their
+checkpoints carry simulated times and per-simulated-second rates.
 
     async with run_fleet(FleetConfig(hosts=3, seed=7, speed=0)) as fleet:
         await fleet.advance(30)               # 30 simulated seconds, servers now serving
@@ -46,11 +48,25 @@ class FleetConfig:
     processes: bool = False  # each vLLM a real child process on its own clock (at `speed`)
 
 
+@dataclass(slots=True)
+class SimulatedClock:
+    """The fleet's clock as its agents read it (agent.clock.Clock): epoch + simulated s."""
+
+    epoch: float
+    t: float = 0.0  # simulated seconds since the fleet started
+
+    def time(self) -> float:
+        return self.epoch + self.t
+
+    def monotonic(self) -> float:
+        return self.t
+
+
 class Fleet:
     def __init__(self, config: FleetConfig) -> None:
         self.config = config
         self.epoch = config.epoch if config.epoch is not None else round(time.time(), 3)
-        self.t = 0.0
+        self.clock = SimulatedClock(self.epoch)
         names = config.scenarios
         self._scenarios = {name: load_scenario(name) for name in names}
         # `hosts` are simulated in this process; with `processes`, `process_hosts` instead.
@@ -91,8 +107,14 @@ class Fleet:
                 agent_port=agent_port,
                 log_dir=c.log_dir,
                 advertise_host=c.advertise_host,
+                clock=self.clock,
             )
         )
+
+    @property
+    def t(self) -> float:
+        """Return the simulated seconds since the fleet started."""
+        return self.clock.t
 
     @property
     def all_hosts(self) -> list[SimulatedHost | ProcessHost]:
@@ -136,7 +158,7 @@ class Fleet:
         """Step every host through one tick; the ports follow at the next `sync()`."""
         for h in self.hosts:
             h.step(self.config.tick_s)
-        self.t += self.config.tick_s
+        self.clock.t += self.config.tick_s
 
     async def sync(self) -> None:
         for h in self.hosts:

@@ -20,6 +20,7 @@ from typing import Any, TextIO
 from aiohttp import web
 
 from agent.agent import Agent
+from agent.clock import Clock
 from agent.config import AgentConfig
 from agent.loglines import LogLine
 from agent.logsources import LogFanout
@@ -54,14 +55,16 @@ class SimulatedHost:
         agent_port: int = 0,
         log_dir: Path | None = None,
         advertise_host: str | None = None,
+        clock: Clock,
     ) -> None:
         self.name = name
         self.token = host_token(seed, name)
+        self.clock = clock  # the fleet's simulated clock: the agent and the log lines read it
         self.log_path = log_dir / f"{name}.log" if log_dir else None
         log = FanoutLog(self.log_path)
         self.sim = SimulatedVllm(name, scenario, seed, epoch, log)
         self.http = VllmHttpServer(self.sim, bind, vllm_port)
-        self.supervisor = SimulatedSupervisor(self.sim, log, LogFanout(), self.http.sync)
+        self.supervisor = SimulatedSupervisor(self.sim, log, LogFanout(clock), self.http.sync)
         self.bind = bind
         self.agent_port = agent_port
         self.advertise_host = advertise_host or ("127.0.0.1" if bind == "0.0.0.0" else bind)
@@ -123,6 +126,7 @@ class SimulatedHost:
             nvml=self.sim.nvml,
             vllm=self.supervisor,
             signaller=SimulatedSignaller(self.sim),
+            clock=self.clock,
         )
         runner, self.agent_port = await start_server(self.agent, self.bind, self.agent_port)
         self._agent_runner = runner

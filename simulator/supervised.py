@@ -15,7 +15,6 @@ foreign one); it never signals a real process.
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -146,7 +145,8 @@ class SimulatedSupervisor:
 
     def _report_exit(self, run: ServerRun) -> None:
         code = 0 if self._stopping else EXIT_FAILED
-        self.last_exit = ProcessExit(run.proc.pid, code, time.time(), expected=self._stopping)
+        at = self.logs.clock.time()  # the simulated clock the host's agent reads
+        self.last_exit = ProcessExit(run.proc.pid, code, at, expected=self._stopping)
         self.logs.say(self.last_exit.describe())
         self._run, self._stopping = None, False
 
@@ -154,7 +154,7 @@ class SimulatedSupervisor:
         # A line from a new process comes after the old one's exit and the new one's start.
         if self.sim.run is not self._run:
             self.after_step()
-        now = time.time()
+        now = self.logs.clock.time()
         for text in lines:
             self.logs.publish(LogLine(at=now, text=text, stream="stdout"))
 

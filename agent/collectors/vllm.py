@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from agent.checkpoint import Health, Vllm
+from agent.clock import SYSTEM_CLOCK, Clock
 from agent.collectors.exposition import ExpositionParser
 from agent.collectors.vllm_delta import compare
 from agent.collectors.vllm_metrics import MetricsReading, read_metrics, wanted_sample_names
@@ -44,8 +45,9 @@ class _Answer:
 
 
 class VllmCollector:
-    def __init__(self, base_url: str, *, timeout_s: float) -> None:
+    def __init__(self, base_url: str, *, timeout_s: float, clock: Clock = SYSTEM_CLOCK) -> None:
         self.base_url = base_url.rstrip("/")
+        self._clock = clock
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._timeout_s = timeout_s
         self._session: aiohttp.ClientSession | None = None
@@ -75,7 +77,7 @@ class VllmCollector:
         """Fill `vllm` from the /metrics answer; return why it could not be, if so."""
         if answer.status != 200:
             return answer.error or f"/metrics answered HTTP {answer.status}"
-        now = time.monotonic()
+        now = self._clock.monotonic()
         try:
             reading = read_metrics(self._parser.parse(answer.body.decode("utf-8", "replace")))
         except Exception as exc:  # the parser raises several types on malformed text
@@ -88,6 +90,7 @@ class VllmCollector:
         return None
 
     async def _get(self, path: str) -> _Answer:
+        # The answer's latency is real work on this machine, whatever clock the agent keeps.
         started = time.perf_counter()
         try:
             async with self._client().get(self.base_url + path, headers=HEADERS) as resp:
