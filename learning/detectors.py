@@ -1,0 +1,652 @@
+"""Named detectors over one host's window: leaks, slowdowns and resources running out. Pure.
+
+Each detector takes a Window (learning/window.py) and `now` (epoch seconds) and returns a
+Finding or None. A finding says what, how bad, how long until the limit (when there is one),
+and the figures behind it. Severity follows the time left:
+
+    critical  the limit is within CRITICAL_S (the prediction horizon), or already reached
+    warning   within WARNING_S
+    info      an early warning: the trend is confirmed but the limit is further off (or unknown)
+
+They are written to stay quiet on a healthy host under steady load: a trend must be
+consistent (Mann-Kendall), not one jump (quarter medians, largest step), and a full KV cache
+is only exhaustion when the queue grows or requests are preempted; saturation is not.
+Every detector is vectorised numpy over the window (well under a millisecond on 120
+checkpoints; bench/learning_speed.py measures them).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from learning.forecast import RUN_STATES, current_run_start, fit_local_trend, recent
+from learning.prediction import DEFAULT_HORIZON_S, Evidence
+from learning.robust import Trend, quarter_rises, robust_scale, trend
+from learning.window import Window
+
+CRITICAL_S = DEFAULT_HORIZON_S
+WARNING_S = 1800.0
+SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
+
+# Leaks (GPU memory, host memory, file descriptors)
+LEAK_LOOKBACK_S = 3600.0
+MIN_LEAK_POINTS = 8
+LEAK_Z = 3.0  # Mann-Kendall z a leak's rise must reach
+MAX_STEP_SHARE = 0.5  # one step carrying more than this share of the rise is a step, not a leak
+MIN_GPU_LEAK_SHARE = 0.002  # a GPU leak must have grown by 0.2 % of the GPU's memory
+DEFAULT_GPU_MEMORY_UTILIZATION = 0.9  # vLLM's default, when the checkpoint does not say
+MIB = 1024.0**2
+
+# KV cache and queue
+KV_LOOKBACK_S = 120.0
+KV_FULL_PCT = 97.0  # at or above this the cache is full for admission purposes
+KV_LIMIT_PCT = 100.0
+KV_HIGH_PCT = 90.0
+KV_EARLY_S = 120.0  # a rise without pressure is reported only when it arrives this soon
+QUEUE_Z = 2.5
+MIN_QUEUE_RISE = 5.0  # requests: a queue going from 0 to 3 is noise
+PLATEAU_SHARE = 0.1  # running moving less than this share over the lookback is a plateau
+PREEMPTING_SHARE = 0.5  # preemptions in at least this share of recent checkpoints
+
+# File descriptors
+FD_HIGH_SHARE = 0.9
+
+# Temperature
+THERMAL_LOOKBACK_S = 300.0
+SLOWDOWN_C = 87.0  # NVML's slowdown threshold on H100s is about 87-90 C
+THERMAL_MARGIN_C = 5.0
+
+# Performance degradation
+RECENT_S = 60.0
+LOAD_TOLERANCE = 0.2  # log1p(running) within this (about +-20 %) is a similar load
+WAITING_BIN_BASE = 5.0  # waiting counts are binned by powers of 5: 0-3, 4-23, 24-123, ...
+MIN_MATCHES = 5  # history points at a similar load a comparison needs
+MIN_RECENT = 3
+RANK_SIGMAS = 3.0  # the recent points must rank this many standard errors above the middle
+DEGRADED_RATIO = {"info": 1.3, "warning": 1.5, "critical": 2.5}
+# metric -> True when higher is worse
+PERFORMANCE_METRICS = {"itl_p99_s": True, "ttft_p99_s": True, "generation_tokens_per_s": False}
+BASELINE_STATES = frozenset({"serving", "unknown"})
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    what: str  # the detector: "gpu_memory_leak", "kv_cache_exhaustion", ...
+    failure_type: str  # the learning.prediction.FAILURE_TYPES entry it is a precursor of
+    severity: str  # "info" (early warning), "warning" or "critical"
+    summary: str  # one sentence for the operator
+    time_to_exhaustion_s: float | None  # from `now`; 0 when already there; None: no limit in sight
+    figures: dict[str, float] = field(default_factory=dict)  # the numbers, units in the names
+
+    def evidence(self) -> Evidence:
+        """Return this finding as a Prediction's evidence."""
+        return Evidence(f"detector:{self.what}", self.summary, self.time_to_exhaustion_s)
+
+
+def severity_for(eta_s: float | None) -> str:
+    """Return the severity of a confirmed trend that reaches its limit in `eta_s` seconds."""
+    if eta_s is not None and eta_s <= CRITICAL_S:
+        return "critical"
+    if eta_s is not None and eta_s <= WARNING_S:
+        return "warning"
+    return "info"
+
+
+def detect(
+    w: Window,
+    now: float,
+    *,
+    host_memory_limit_bytes: float | None = None,
+    fd_limit: float | None = None,
+    slowdown_c: float = SLOWDOWN_C,
+    waiting_limit: float | None = None,
+) -> list[Finding]:
+    """Return every detector's finding on `w`, the most urgent first."""
+    findings = [
+        gpu_memory_leak(w, now),
+        host_memory_leak(w, now, limit_bytes=host_memory_limit_bytes),
+        performance_degradation(w, now),
+        kv_cache_exhaustion(w, now),
+        queue_growth(w, now, waiting_limit=waiting_limit),
+        fd_exhaustion(w, now, fd_limit=fd_limit),
+        thermal(w, now, slowdown_c=slowdown_c),
+    ]
+    found = [f for f in findings if f is not None]
+    return sorted(found, key=lambda f: (SEVERITY_ORDER[f.severity], _eta_key(f)))
+
+
+def _eta_key(f: Finding) -> float:
+    return math.inf if f.time_to_exhaustion_s is None else f.time_to_exhaustion_s
+
+
+# Leaks ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Leak:
+    trend: Trend
+    rise: float  # over the leaking segment, in the series' units
+    points: int
+
+
+def _leak(t: np.ndarray, y: np.ndarray, min_rise: float) -> _Leak | None:
+    """Return the leak in `y` (NaN-free, oldest first), or None when it is not one.
+
+    1. The leak starts after the last point still at the run's early level (so a flat
+       stretch before it does not dilute the trend).
+    2. From there the rise must be consistent (Mann-Kendall z >= LEAK_Z), larger than
+       `min_rise` and than the noise, present in every quarter, and not mostly one step.
+    """
+    if len(y) < MIN_LEAK_POINTS:
+        return None
+    noise = robust_scale(np.diff(y)) / math.sqrt(2.0)
+    base = float(np.median(y[: max(3, len(y) // 4)]))
+    at_base = np.flatnonzero(y <= base + max(3.0 * noise, 1e-9 * abs(base)))
+    start = int(at_base[-1]) if len(at_base) else 0
+    t, y = t[start:], y[start:]
+    if len(y) < MIN_LEAK_POINTS:
+        return None
+    tr = trend(t, y)
+    rise = tr.slope * tr.span_s
+    if tr.z < LEAK_Z or rise < max(min_rise, 6.0 * noise) or rise <= 0:
+        return None
+    if (quarter_rises(y) <= 0).any() or float(np.diff(y).max()) > MAX_STEP_SHARE * rise:
+        return None
+    return _Leak(tr, rise, len(y))
+
+
+def _eta_to(tr: Trend, limit: float | None, now: float) -> float | None:
+    """Return seconds from `now` until the line `tr` reaches `limit` (0 if it has)."""
+    if limit is None or tr.slope <= 0:
+        return None
+    return max((limit - tr.value_at(max(now, tr.t_ref))) / tr.slope, 0.0)
+
+
+def gpu_memory_leak(w: Window, now: float, lookback_s: float = LEAK_LOOKBACK_S) -> Finding | None:
+    """Return a finding when one GPU's used memory rises steadily in the current run.
+
+    vLLM allocates its budget (gpu_memory_utilization x total) at start and then stays flat,
+    so a steady rise while serving is a leak (or a foreign process growing); it ends in a
+    CUDA OOM when it reaches the GPU's total. The GPU that gained the most is the one tested.
+    """
+    start = current_run_start(w)
+    t, used, total, index = _gpu_memory(w, start)
+    keep = (t >= t[-1] - lookback_s) & ~np.isnan(used) if len(t) else np.zeros(0, bool)
+    if keep.sum() < MIN_LEAK_POINTS or math.isnan(total):
+        return None
+    leak = _leak(t[keep], used[keep], MIN_GPU_LEAK_SHARE * total)
+    if leak is None:
+        return None
+    eta = _eta_to(leak.trend, total, now)
+    util = _gpu_memory_utilization(w)
+    level = min(leak.trend.value_at(max(now, leak.trend.t_ref)), total)
+    rate_mib = leak.trend.slope / MIB
+    return Finding(
+        what="gpu_memory_leak",
+        failure_type="cuda_oom",
+        severity=severity_for(eta),
+        summary=f"GPU {index} memory rising {rate_mib:.1f} MiB/s, "
+        f"{100 * level / total:.1f} % of its total (vLLM's budget {100 * util:.0f} %); "
+        + _eta_words(eta, "full"),
+        time_to_exhaustion_s=eta,
+        figures={
+            "gpu_index": float(index),
+            "leak_mib_per_s": rate_mib,
+            "rise_mib": leak.rise / MIB,
+            "used_pct": 100 * level / total,
+            "budget_pct": 100 * util,
+            "above_budget_mib": (level - util * total) / MIB,
+            "trend_z": leak.trend.z,
+            "points": float(leak.points),
+        },
+    )
+
+
+def _gpu_memory(w: Window, start: int) -> tuple[np.ndarray, np.ndarray, float, int]:
+    """Return times, used bytes and total bytes of the GPU that gained the most since `start`,
+    and its index. Without per-GPU data (a window built from series only), all GPUs summed."""
+    cps = w.checkpoints[start:]
+    t = w.t[start:]
+    used, total = _per_gpu(cps) if len(cps) == len(t) else (np.zeros((0, 0)), np.zeros((0, 0)))
+    if used.size == 0:
+        return t, w["gpu_mem_used_bytes"][start:], w.last("gpu_mem_total_bytes"), 0
+    gained = _gain_share(used, total)
+    best = int(np.argmax(gained))
+    totals = total[:, best][~np.isnan(total[:, best])]
+    return t, used[:, best], float(totals[-1]) if len(totals) else math.nan, best
+
+
+def _per_gpu(cps: Sequence[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    width = max((len(cp.get("gpus") or []) for cp in cps), default=0)
+    used = np.full((len(cps), width), math.nan)
+    total = np.full((len(cps), width), math.nan)
+    for i, cp in enumerate(cps):
+        for j, gpu in enumerate(cp.get("gpus") or []):
+            used[i, j] = _float(gpu.get("memory_used_bytes"))
+            total[i, j] = _float(gpu.get("memory_total_bytes"))
+    return used, total
+
+
+def _gain_share(used: np.ndarray, total: np.ndarray) -> np.ndarray:
+    """Return each GPU's gain over the run (last quarter's median minus the first's), as a
+    share of its total; 0 for GPUs without data."""
+    quarter = max(len(used) // 4, 1)
+    with np.errstate(all="ignore"):
+        early = _nanmedian_columns(used[:quarter])
+        late = _nanmedian_columns(used[-quarter:])
+        share = (late - early) / _nanmedian_columns(total)
+    gain: np.ndarray = np.nan_to_num(share, nan=-math.inf)
+    return gain
+
+
+def _nanmedian_columns(x: np.ndarray) -> np.ndarray:
+    """Return each column's median over its numbers (NaN for an empty column, no warning)."""
+    out = np.full(x.shape[1], math.nan)
+    for j in range(x.shape[1]):
+        column = x[:, j][~np.isnan(x[:, j])]
+        if len(column):
+            out[j] = np.median(column)
+    return out
+
+
+def _gpu_memory_utilization(w: Window) -> float:
+    """Return vLLM's gpu_memory_utilization as the newest checkpoint knows it."""
+    for cp in reversed(w.checkpoints):
+        cache = (cp.get("vllm") or {}).get("cache") or {}
+        value = cache.get("gpu_memory_utilization") or (cp.get("engine_args") or {}).get(
+            "gpu_memory_utilization"
+        )
+        if isinstance(value, int | float) and 0 < value <= 1:
+            return float(value)
+    return DEFAULT_GPU_MEMORY_UTILIZATION
+
+
+def host_memory_leak(
+    w: Window,
+    now: float,
+    limit_bytes: float | None = None,
+    lookback_s: float = LEAK_LOOKBACK_S,
+) -> Finding | None:
+    """Return a finding when the vLLM process tree's resident memory rises steadily; the time
+    to exhaustion needs the host's limit (RAM or cgroup), which the checkpoint does not carry."""
+    t, rss = recent(w, "process_rss_bytes", lookback_s)
+    if len(rss) == 0:
+        return None
+    leak = _leak(t, rss, min_rise=0.01 * float(np.median(rss)))
+    if leak is None:
+        return None
+    eta = _eta_to(leak.trend, limit_bytes, now)
+    rate_mib = leak.trend.slope / MIB
+    level = leak.trend.value_at(max(now, leak.trend.t_ref))
+    figures = {
+        "leak_mib_per_s": rate_mib,
+        "rise_mib": leak.rise / MIB,
+        "rss_mib": level / MIB,
+        "trend_z": leak.trend.z,
+        "points": float(leak.points),
+    }
+    if limit_bytes is not None:
+        figures["limit_mib"] = limit_bytes / MIB
+    return Finding(
+        what="host_memory_leak",
+        failure_type="system_resource",
+        severity=severity_for(eta),
+        summary=f"vLLM's resident memory rising {rate_mib:.1f} MiB/s, now {level / MIB:.0f} MiB; "
+        + _eta_words(eta, "at the host's limit"),
+        time_to_exhaustion_s=eta,
+        figures=figures,
+    )
+
+
+def fd_exhaustion(
+    w: Window, now: float, fd_limit: float | None = None, lookback_s: float = LEAK_LOOKBACK_S
+) -> Finding | None:
+    """Return a finding when open file descriptors leak, or sit near the limit.
+
+    The limit is `fd_limit`, else the API server's RLIMIT_NOFILE from the checkpoint. The
+    count is the whole process tree's, against one process's limit: it errs early, not late.
+    """
+    limit = fd_limit if fd_limit is not None else _max_fds(w)
+    t, fds = recent(w, "process_open_fds", lookback_s)
+    if len(fds) == 0:
+        return None
+    level = float(fds[-1])
+    leak = _leak(t, fds, min_rise=MIN_QUEUE_RISE)
+    if leak is None and (limit is None or level < FD_HIGH_SHARE * limit):
+        return None
+    eta = _eta_to(leak.trend, limit, now) if leak is not None else None
+    if limit is not None and level >= FD_HIGH_SHARE * limit:
+        eta = 0.0 if level >= limit else eta
+    severity = "critical" if limit is not None and level >= FD_HIGH_SHARE * limit else None
+    rate = leak.trend.slope if leak is not None else 0.0
+    figures = {"open_fds": level, "fds_per_s": rate}
+    if limit is not None:
+        figures["limit_fds"] = limit
+    return Finding(
+        what="fd_exhaustion",
+        failure_type="system_resource",
+        severity=severity or severity_for(eta),
+        summary=f"{level:.0f} open file descriptors"
+        + (f" of {limit:.0f}" if limit is not None else "")
+        + (f", rising {rate:.2f}/s" if leak is not None else "")
+        + "; "
+        + _eta_words(eta, "at the limit"),
+        time_to_exhaustion_s=eta,
+        figures=figures,
+    )
+
+
+def _max_fds(w: Window) -> float | None:
+    for cp in reversed(w.checkpoints):
+        value = ((cp.get("vllm") or {}).get("api_server") or {}).get("max_fds")
+        if isinstance(value, int | float) and value > 0:
+            return float(value)
+    return None
+
+
+# KV cache and queue --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Pressure:
+    queue: Trend
+    queue_growing: bool
+    preempting: bool
+    waiting: float  # the newest count
+
+
+def _pressure(w: Window, lookback_s: float) -> _Pressure:
+    """Return whether the queue grows and requests are being preempted, recently."""
+    t, waiting = recent(w, "requests_waiting", lookback_s)
+    queue = trend(t, waiting)
+    newest = float(waiting[-1]) if len(waiting) else 0.0
+    rise = queue.slope * queue.span_s
+    # A queue that has emptied again is not growing, whatever the minutes before it did.
+    growing = queue.z >= QUEUE_Z and rise >= MIN_QUEUE_RISE and newest >= MIN_QUEUE_RISE
+    _, preemptions = recent(w, "preemptions_per_s", lookback_s)
+    # Only whether there were preemptions, not how many per second: the rate's clock can be
+    # off (a simulated agent's), the fact is not.
+    preempting = len(preemptions) > 0 and float((preemptions > 0).mean()) >= PREEMPTING_SHARE
+    return _Pressure(queue, bool(growing), preempting, newest)
+
+
+def kv_cache_exhaustion(w: Window, now: float, lookback_s: float = KV_LOOKBACK_S) -> Finding | None:
+    """Return a finding when the KV cache is full and thrashing, or heading to 100 %.
+
+    Full (>= KV_FULL_PCT) is only exhaustion with pressure: a growing queue or preemptions.
+    A rise toward 100 % is reported with pressure when it arrives within WARNING_S, and
+    without pressure (an early warning) only when it arrives within KV_EARLY_S: load
+    swings move the cache by tens of percent in minutes on a healthy host.
+    """
+    if w.last("forward_progress") == 0.0:
+        return None  # a stalled engine holds its cache still: a hang, not KV (queue_growth)
+    t, kv = recent(w, "kv_cache_usage_pct", lookback_s)
+    model = fit_local_trend(t, kv)
+    if model is None:
+        return None
+    lead = max(now - model.t_ref, 0.0)
+    level = min(max(float(model.value(lead)), 0.0), KV_LIMIT_PCT)
+    pressure = _pressure(w, lookback_s)
+    under_pressure = pressure.queue_growing or pressure.preempting
+    eta = _kv_eta(model.time_to(KV_LIMIT_PCT), lead)
+    if level >= KV_FULL_PCT and under_pressure:
+        eta, severity = 0.0, "critical"
+    elif eta is not None and model.slope > 0 and under_pressure and eta <= WARNING_S:
+        severity = severity_for(eta)
+    elif eta is not None and model.slope > 0 and eta <= KV_EARLY_S:
+        severity = "warning"
+    else:
+        return None
+    return Finding(
+        what="kv_cache_exhaustion",
+        failure_type="kv_cache_exhausted",
+        severity=severity,
+        summary=f"KV cache {level:.0f} % ({60 * model.slope:+.1f} %/min), "
+        f"{pressure.waiting:.0f} waiting"
+        + (", queue growing" if pressure.queue_growing else "")
+        + (", preempting" if pressure.preempting else "")
+        + "; "
+        + _eta_words(eta, "full"),
+        time_to_exhaustion_s=eta,
+        figures={
+            "kv_cache_usage_pct": level,
+            "kv_pct_per_s": model.slope,
+            "requests_waiting": pressure.waiting,
+            "waiting_per_s": pressure.queue.slope,
+            "queue_growing": float(pressure.queue_growing),
+            "preempting": float(pressure.preempting),
+        },
+    )
+
+
+def _kv_eta(lead_to_limit: float | None, lead_now: float) -> float | None:
+    return None if lead_to_limit is None else max(lead_to_limit - lead_now, 0.0)
+
+
+def queue_growth(
+    w: Window, now: float, lookback_s: float = KV_LOOKBACK_S, waiting_limit: float | None = None
+) -> Finding | None:
+    """Return a finding when the waiting queue grows while the running count stays flat: the
+    server takes no more work (KV cache full, or the engine stalled) and arrivals pile up.
+
+    The time to exhaustion needs `waiting_limit` (how long a queue is too long); the finding
+    is critical when the engine makes no progress at all (a hang).
+    """
+    pressure = _pressure(w, lookback_s)
+    if not pressure.queue_growing:
+        return None
+    # The plateau is judged on the newer half: a restart's ramp earlier in the lookback
+    # says nothing about whether the server takes work now.
+    t, running = recent(w, "requests_running", lookback_s / 2)
+    run = trend(t, running)
+    typical = max(float(np.median(running)), 1.0) if len(running) else 1.0
+    if len(running) and abs(run.slope * run.span_s) > PLATEAU_SHARE * typical and run.z >= 2:
+        return None  # running climbs with the queue: the server is still taking work
+    stalled = w.last("forward_progress") == 0.0
+    kv = w.last("kv_cache_usage_pct")
+    eta = _eta_to(pressure.queue, waiting_limit, now)
+    # What the pile-up leads to: a stall is a hang; a full cache, KV exhaustion; otherwise the
+    # server is at its concurrency limit and requests just wait longer.
+    cause = "hang" if stalled else "kv_cache_exhausted" if kv >= KV_HIGH_PCT else ""
+    cause = cause or "performance_degradation"
+    return Finding(
+        what="queue_growth",
+        failure_type=cause,
+        severity="critical" if stalled else severity_for(eta) if eta is not None else "warning",
+        summary=f"{pressure.waiting:.0f} waiting, growing {60 * pressure.queue.slope:.1f}/min "
+        f"while {typical:.0f} run"
+        + (" and no token is generated" if stalled else "")
+        + "; "
+        + _eta_words(eta, "at the queue limit"),
+        time_to_exhaustion_s=eta,
+        figures={
+            "requests_waiting": pressure.waiting,
+            "waiting_per_s": pressure.queue.slope,
+            "requests_running": typical,
+            "running_per_s": run.slope,
+            "kv_cache_usage_pct": kv,
+            "forward_progress": w.last("forward_progress"),
+        },
+    )
+
+
+# Temperature ---------------------------------------------------------------------------------
+
+
+def thermal(
+    w: Window, now: float, slowdown_c: float = SLOWDOWN_C, lookback_s: float = THERMAL_LOOKBACK_S
+) -> Finding | None:
+    """Return a finding when the hottest GPU throttles, heads for `slowdown_c`, or runs within
+    THERMAL_MARGIN_C of it.
+
+    The projection is the damped trend of learning.forecast: a GPU warming up after a start
+    levels off (an exponential approach) and is not extrapolated past its asymptote.
+    """
+    t, temp = recent(w, "gpu_temp_c", lookback_s)
+    model = fit_local_trend(t, temp)
+    if model is None:
+        return None
+    lead = max(now - model.t_ref, 0.0)
+    level = float(model.value(lead))
+    newest = float(temp[-1])
+    throttled = w.last("gpu_throttled") == 1.0
+    to_slowdown = model.time_to(slowdown_c)
+    eta = None if to_slowdown is None else max(to_slowdown - lead, 0.0)
+    if throttled or newest >= slowdown_c:
+        eta, severity = 0.0, "critical"
+    elif eta is not None and model.slope > 0 and eta <= WARNING_S:
+        severity = severity_for(eta)
+    elif level >= slowdown_c - THERMAL_MARGIN_C:
+        eta, severity = None, "info"
+    else:
+        return None
+    return Finding(
+        what="thermal",
+        failure_type="thermal_throttling",
+        severity=severity,
+        summary=f"GPU at {newest:.0f} C ({60 * model.slope:+.1f} C/min)"
+        + (", clocks throttled" if throttled else "")
+        + "; "
+        + _eta_words(eta, f"at the {slowdown_c:.0f} C slowdown point"),
+        time_to_exhaustion_s=eta,
+        figures={
+            "gpu_temp_c": newest,
+            "temp_c_per_s": model.slope,
+            "slowdown_c": slowdown_c,
+            "throttled": float(throttled),
+        },
+    )
+
+
+# Performance degradation ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Comparison:
+    metric: str
+    ratio: float  # how many times worse than the baseline (>= 1 is worse)
+    current: float
+    baseline: float
+    rank: float  # mean share of similar-load history the recent points are worse than
+    points: int
+
+
+def performance_degradation(w: Window, now: float, recent_s: float = RECENT_S) -> Finding | None:
+    """Return a finding when latency or throughput is worse than this host's own history at a
+    similar load.
+
+    The recent points (the last `recent_s`) are each compared with the older serving
+    points whose running count is within about 20 % and whose waiting count is in the same
+    power-of-5 bin. A metric is degraded when the recent points are consistently worse than
+    their matches (mean rank RANK_SIGMAS standard errors above the middle) and the median
+    ratio to the matched medians reaches DEGRADED_RATIO["info"]. The worst metric is reported.
+    """
+    running, waiting = w["requests_running"], w["requests_waiting"]
+    states = np.array([s in RUN_STATES for s in w.states], dtype=bool)
+    baseline_states = np.array([s in BASELINE_STATES for s in w.states], dtype=bool)
+    loaded = ~np.isnan(running) & ~np.isnan(waiting)
+    is_recent = (w.t >= now - recent_s) & (w.t <= now) & states & loaded
+    is_history = (w.t < now - recent_s) & baseline_states & loaded
+    if is_recent.sum() < MIN_RECENT or is_history.sum() < MIN_MATCHES:
+        return None
+    similar = _similar_load(running, waiting, is_recent, is_history)
+    comparisons = [
+        c
+        for metric, higher_worse in PERFORMANCE_METRICS.items()
+        if (c := _compare(w[metric], higher_worse, metric, is_recent, is_history, similar))
+    ]
+    if not comparisons:
+        return None
+    worst = max(comparisons, key=lambda c: c.ratio)
+    figures = {f"{c.metric}_ratio": c.ratio for c in comparisons}
+    figures |= {
+        "current": worst.current,
+        "baseline": worst.baseline,
+        "rank": worst.rank,
+        "points": float(worst.points),
+    }
+    return Finding(
+        what="performance_degradation",
+        failure_type="performance_degradation",
+        severity=_degradation_severity(worst.ratio),
+        summary=f"{worst.metric} {worst.ratio:.1f}x worse than this host at a similar load "
+        f"({worst.current:.3g} against {worst.baseline:.3g})",
+        time_to_exhaustion_s=None,
+        figures=figures,
+    )
+
+
+def _similar_load(
+    running: np.ndarray, waiting: np.ndarray, is_recent: np.ndarray, is_history: np.ndarray
+) -> np.ndarray:
+    """Return a (recent x history) matrix: True where the history point's load is similar."""
+    run = np.log1p(np.maximum(running, 0.0))
+    bins = np.floor(np.log1p(np.maximum(waiting, 0.0)) / math.log(WAITING_BIN_BASE))
+    close = np.abs(run[is_recent][:, None] - run[is_history][None, :]) <= LOAD_TOLERANCE
+    same_queue = bins[is_recent][:, None] == bins[is_history][None, :]
+    similar: np.ndarray = close & same_queue
+    return similar
+
+
+def _compare(
+    values: np.ndarray,
+    higher_worse: bool,
+    metric: str,
+    is_recent: np.ndarray,
+    is_history: np.ndarray,
+    similar: np.ndarray,
+) -> _Comparison | None:
+    """Return how much worse the recent values are than their similar-load matches, or None
+    when there is too little to compare or no consistent difference."""
+    now_values, past = values[is_recent], values[is_history]
+    matches = similar & ~np.isnan(past)[None, :]
+    usable = ~np.isnan(now_values) & (matches.sum(axis=1) >= MIN_MATCHES)
+    if usable.sum() < MIN_RECENT:
+        return None
+    matches, current = matches[usable], now_values[usable]
+    sign = 1.0 if higher_worse else -1.0
+    better = matches & (sign * past[None, :] < sign * current[:, None])
+    rank = float((better.sum(axis=1) / matches.sum(axis=1)).mean())
+    k = len(current)
+    if rank < 0.5 + RANK_SIGMAS * math.sqrt(1.0 / 12.0 / k):
+        return None
+    baselines = np.array([np.median(past[row]) for row in matches])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = current / baselines if higher_worse else baselines / current
+    ratio = float(np.median(ratios))
+    if not math.isfinite(ratio) or ratio < DEGRADED_RATIO["info"]:
+        return None
+    median_now, median_then = float(np.median(current)), float(np.median(baselines))
+    return _Comparison(metric, ratio, median_now, median_then, rank, k)
+
+
+def _degradation_severity(ratio: float) -> str:
+    for severity in ("critical", "warning"):
+        if ratio >= DEGRADED_RATIO[severity]:
+            return severity
+    return "info"
+
+
+# Words ---------------------------------------------------------------------------------------
+
+
+def _eta_words(eta_s: float | None, limit: str) -> str:
+    if eta_s is None:
+        return "no limit in sight"
+    if eta_s <= 0:
+        return f"{limit} now"
+    if eta_s < 120:
+        return f"{limit} in ~{eta_s:.0f} s"
+    if eta_s < 7200:
+        return f"{limit} in ~{eta_s / 60:.0f} min"
+    return f"{limit} in ~{eta_s / 3600:.1f} h"
+
+
+def _float(value: Any) -> float:
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    return float(value) if number else math.nan

@@ -1,0 +1,332 @@
+"""Metric forecasts: where a series is heading, how sure, and when it crosses a threshold. Pure.
+
+The model is a robust local trend (learning/robust.py) over the last few minutes of the
+host's current run, damped so that it never extrapolates nonsense:
+
+- a steady trend is trusted for as long as it was observed, then fades;
+- a trend that is levelling off (the recent half rising clearly slower than the older half,
+  as a GPU warming up does) is projected as an exponential approach to its asymptote;
+- a trend that has just started, sped up or turned (the recent half's slope clearly different,
+  and not a levelling-off) is taken from the recent half alone;
+- a slope that is not consistently up or down (Mann-Kendall) is shrunk toward flat.
+
+The band (about 90 %) comes from the residuals around the line: the prediction interval of a
+straight-line fit, with the number of points discounted for autocorrelated residuals, so it
+widens with the lead time. Values are kept inside what the metric can be (0-100 for a percentage).
+
+Two baselines sit beside it for the evaluation: a fixed-threshold alarm and Prometheus'
+`predict_linear`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from learning.prediction import DEFAULT_HORIZON_S, Forecast
+from learning.robust import Trend, clean, trend
+from learning.window import Window
+
+LOOKBACK_S = 300.0
+STEPS = 10  # projected points per forecast
+MIN_POINTS = 5  # fewer and there is no forecast
+BAND_Z = 1.645  # two-sided 90 %
+Z_NO_TREND = 1.0  # Mann-Kendall |z| at or below this: no trend at all
+Z_FULL_TREND = 2.5  # at or above this: the whole slope
+DECELERATING = 0.6  # recent-half slope below this share of the older half's: levelling off
+CURVE_Z = 3.0  # a change of slope between the halves must be this many standard errors
+MIN_SLOPE_RATIO = 0.05  # the fastest levelling-off the model assumes
+
+# States in which the series belong to one run of the server. Anything else (starting, failed,
+# stopped) resets memory, KV cache and queue, so a trend never reaches back across it.
+RUN_STATES = frozenset({"serving", "degraded", "draining", "unknown"})
+
+# Thresholds an operator would put on each key series when none are given: name -> value.
+DEFAULT_THRESHOLDS: dict[str, dict[str, float]] = {
+    "kv_cache_usage_pct": {"kv_cache_high": 90.0, "kv_cache_full": 99.0},
+    "gpu_mem_used_pct": {"gpu_mem_high": 97.0, "gpu_mem_full": 99.5},
+    "requests_waiting": {"queue_long": 50.0},
+    "itl_p99_s": {"itl_slow": 0.2},
+    "ttft_p99_s": {"ttft_slow": 2.0},
+    "gpu_temp_c": {"thermal_slowdown": 87.0},
+}
+
+
+@dataclass(frozen=True, slots=True)
+class LocalTrend:
+    """A damped trend: value(h) = level + slope x g(h), h seconds after `t_ref`.
+
+    g(h) is h up to `onset_s`, then rises by at most `tau_s` more, exponentially.
+    """
+
+    level: float
+    slope: float  # per second, at t_ref, after shrinking an inconsistent one
+    t_ref: float  # the newest point's time
+    onset_s: float
+    tau_s: float
+    regime: str  # "steady", "levelling_off", "changed", "flat"
+    sigma: float  # robust sigma of the residuals
+    n_eff: float  # points, discounted for autocorrelation
+    t_offset_s: float  # t_ref minus the mean time of the points the line was fitted on
+    sxx: float  # sum of squared time deviations of those points (s^2)
+
+    def elapsed(self, h: float | np.ndarray) -> np.ndarray:
+        """Return g(h): the lead time as the trend experiences it, after damping."""
+        h = np.maximum(np.asarray(h, dtype=float), 0.0)
+        faded = self.onset_s + self.tau_s * -np.expm1(-(h - self.onset_s) / self.tau_s)
+        return np.where(h <= self.onset_s, h, faded)
+
+    def value(self, h: float | np.ndarray) -> np.ndarray:
+        return self.level + self.slope * self.elapsed(h)
+
+    def sigma_at(self, h: float | np.ndarray) -> np.ndarray:
+        """Return the standard error of a new observation `h` seconds after t_ref."""
+        lead = self.t_offset_s + self.elapsed(h)
+        var = 1.0 + 1.0 / self.n_eff + lead**2 / self.sxx if self.sxx > 0 else 1.0
+        return np.asarray(self.sigma * np.sqrt(var))
+
+    def time_to(self, threshold: float) -> float | None:
+        """Return seconds after t_ref until the trend reaches `threshold` from below, 0 when it
+        is already there, None when it never does."""
+        if self.level >= threshold:
+            return 0.0
+        if self.slope <= 0:
+            return None
+        x = (threshold - self.level) / self.slope
+        if x <= self.onset_s:
+            return x
+        rest = (x - self.onset_s) / self.tau_s
+        return None if rest >= 1.0 else self.onset_s - self.tau_s * math.log1p(-rest)
+
+
+def current_run_start(w: Window) -> int:
+    """Return the index where the newest run of `w` begins (after the last start or failure)."""
+    for i in range(len(w.states) - 1, -1, -1):
+        if w.states[i] not in RUN_STATES:
+            return i + 1
+    return 0
+
+
+def recent(w: Window, metric: str, lookback_s: float) -> tuple[np.ndarray, np.ndarray]:
+    """Return the times and values of `metric` in the current run, within `lookback_s` of
+    its newest checkpoint, NaNs dropped."""
+    start = current_run_start(w)
+    t, y = clean(w.t[start:], w[metric][start:])
+    if len(t) == 0:
+        return t, y
+    keep = t >= t[-1] - lookback_s
+    return t[keep], y[keep]
+
+
+def fit_local_trend(t: np.ndarray, y: np.ndarray) -> LocalTrend | None:
+    """Return the damped local trend of `y` over `t` (NaN-free, oldest first), or None with
+    fewer than MIN_POINTS points."""
+    if len(t) < MIN_POINTS:
+        return None
+    whole = trend(t, y)
+    half = len(t) // 2
+    older, newer = trend(t[:half], y[:half], with_z=False), trend(t[half:], y[half:], with_z=False)
+    regime = _regime(older, newer, t, half)
+    if regime == "levelling_off":
+        return _levelling_off(t[half:], y[half:], older, newer)
+    if regime == "changed":
+        return _linear(t[half:], y[half:], trend(t[half:], y[half:]), "changed")
+    return _linear(t, y, whole, "steady")
+
+
+def _regime(older: Trend, newer: Trend, t: np.ndarray, half: int) -> str:
+    """Return how the slope changed between the halves: "steady" unless the change is
+    significant; then "levelling_off" when the newer half still goes the same way, slower;
+    else "changed" (a trend that started, sped up or turned)."""
+    if older.n < 3 or newer.n < 3:
+        return "steady"
+    se = math.hypot(_slope_se(older, t[:half]), _slope_se(newer, t[half:]))
+    if abs(newer.slope - older.slope) <= CURVE_Z * se:
+        return "steady"
+    if older.slope != 0.0 and 0.0 <= newer.slope / older.slope < DECELERATING:
+        return "levelling_off"
+    return "changed"
+
+
+def _slope_se(tr: Trend, t: np.ndarray) -> float:
+    sxx = _sxx(t)
+    return tr.residual_scale / math.sqrt(sxx) if sxx > 0 else math.inf
+
+
+def _linear(t: np.ndarray, y: np.ndarray, tr: Trend, regime: str) -> LocalTrend:
+    """A straight line trusted for as long as it was observed, then fading over as long again."""
+    keep = _shrink(tr.z)
+    span = max(tr.span_s, 1.0)
+    residuals = y - (tr.level + tr.slope * (t - tr.t_ref))
+    n_eff = _effective_n(residuals)
+    return LocalTrend(
+        level=tr.level,
+        slope=tr.slope * keep,
+        t_ref=tr.t_ref,
+        onset_s=span,
+        tau_s=span,
+        regime=regime if keep > 0 else "flat",
+        sigma=tr.residual_scale,
+        n_eff=n_eff,
+        t_offset_s=float(tr.t_ref - t.mean()),
+        sxx=_sxx(t) * n_eff / len(t),
+    )
+
+
+def _levelling_off(t: np.ndarray, y: np.ndarray, older: Trend, newer: Trend) -> LocalTrend:
+    """An exponential approach: the slope shrinks by newer/older every `gap` seconds.
+
+    For y = a - b exp(-t / tau) the slope at the halves' middles falls by exp(-gap / tau), so
+    tau = gap / ln(older / newer), and the slope now is the newer one decayed to the last point.
+    """
+    ratio = max(newer.slope / older.slope, MIN_SLOPE_RATIO)
+    gap = max(_middle(newer) - _middle(older), 1.0)
+    tau = gap / math.log(1.0 / ratio)
+    residuals = y - (newer.level + newer.slope * (t - newer.t_ref))
+    n_eff = _effective_n(residuals)
+    return LocalTrend(
+        level=newer.level,
+        slope=newer.slope * math.exp(-(newer.t_ref - _middle(newer)) / tau),
+        t_ref=newer.t_ref,
+        onset_s=0.0,
+        tau_s=tau,
+        regime="levelling_off",
+        sigma=newer.residual_scale,
+        n_eff=n_eff,
+        t_offset_s=float(newer.t_ref - t.mean()),
+        sxx=_sxx(t) * n_eff / len(t),
+    )
+
+
+def _middle(tr: Trend) -> float:
+    return tr.t_ref - tr.span_s / 2
+
+
+def _shrink(z: float) -> float:
+    """Return how much of a slope to keep for its Mann-Kendall z: none when its direction is
+    not consistent, all of it when it clearly is."""
+    return min(max((abs(z) - Z_NO_TREND) / (Z_FULL_TREND - Z_NO_TREND), 0.0), 1.0)
+
+
+def _effective_n(residuals: np.ndarray) -> float:
+    """Return the number of independent points the residuals are worth: positively
+    autocorrelated residuals (a metric that wanders) carry less information than their count."""
+    n = len(residuals)
+    rho = _lag1(residuals)
+    return max(n * (1.0 - rho) / (1.0 + rho), 2.0) if rho > 0 else float(n)
+
+
+def _sxx(t: np.ndarray) -> float:
+    return float(((t - t.mean()) ** 2).sum())
+
+
+def _lag1(x: np.ndarray) -> float:
+    x = x - x.mean()
+    denom = float((x * x).sum())
+    return float((x[:-1] * x[1:]).sum()) / denom if denom > 0 and len(x) > 2 else 0.0
+
+
+def _t_quantile(df: float) -> float:
+    """Return Student's t 95th percentile (Cornish-Fisher; within 1 % from 4 degrees of freedom)."""
+    df = max(df, 1.0)
+    return BAND_Z + (BAND_Z**3 + BAND_Z) / (4.0 * df)
+
+
+def _bounds(metric: str) -> tuple[float, float]:
+    """Every series in the window is non-negative; percentages stop at 100."""
+    return (0.0, 100.0) if metric.endswith("_pct") else (0.0, math.inf)
+
+
+def default_thresholds(w: Window, metric: str) -> dict[str, float]:
+    """Return the thresholds an operator would use for `metric` (GPU bytes: the GPUs' total)."""
+    if metric == "gpu_mem_used_bytes":
+        total = w.last("gpu_mem_total_bytes")
+        return {} if math.isnan(total) else {"gpu_mem_full": 0.995 * total}
+    return dict(DEFAULT_THRESHOLDS.get(metric, {}))
+
+
+def forecast(
+    w: Window,
+    metric: str,
+    now: float,
+    horizon_s: float = DEFAULT_HORIZON_S,
+    thresholds: Mapping[str, float] | None = None,
+    lookback_s: float = LOOKBACK_S,
+    steps: int = STEPS,
+) -> Forecast:
+    """Return the forecast of `metric` for `horizon_s` after `now`.
+
+    The projected values are at `steps` evenly spaced future times; `crossings` maps each
+    threshold's name to the expected epoch time the value reaches it (`now` if it already
+    has), or None when not within the horizon. With too little data the lists are empty and
+    no crossing is expected.
+    """
+    limits = dict(default_thresholds(w, metric) if thresholds is None else thresholds)
+    model = fit_local_trend(*recent(w, metric, lookback_s))
+    if model is None:
+        return Forecast(metric, [], [], [], [], {name: None for name in limits})
+    times = now + horizon_s * np.arange(1, steps + 1) / steps
+    lead = times - model.t_ref
+    low, high = _bounds(metric)
+    values = model.value(lead)
+    lower, upper = _band(model, lead)
+    return Forecast(
+        metric=metric,
+        times=times.tolist(),
+        values=np.clip(values, low, high).tolist(),
+        lower=np.clip(lower, low, high).tolist(),
+        upper=np.clip(upper, low, high).tolist(),
+        crossings={name: _crossing(model, v, now, horizon_s) for name, v in limits.items()},
+    )
+
+
+def _band(model: LocalTrend, lead: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return the lower and upper edges of the ~90 % band `lead` seconds after t_ref.
+
+    Damping is a judgement, not a measurement: the band also reaches, on the trend's side,
+    as far as the undamped straight line would go.
+    """
+    values = model.value(lead)
+    half_width = _t_quantile(model.n_eff - 2) * model.sigma_at(lead)
+    undamped = model.slope * (np.maximum(lead, 0.0) - model.elapsed(lead))
+    return (
+        values - half_width + np.minimum(undamped, 0.0),
+        values + half_width + np.maximum(undamped, 0.0),
+    )
+
+
+def _crossing(model: LocalTrend, threshold: float, now: float, horizon_s: float) -> float | None:
+    lead = model.time_to(threshold)
+    if lead is None:
+        return None
+    at = max(model.t_ref + lead, now)
+    return at if at <= now + horizon_s else None
+
+
+def threshold_alarm(w: Window, metric: str, threshold: float) -> bool:
+    """Return whether the newest value of `metric` is at or above `threshold` (the baseline
+    operators use today: a fixed alert rule)."""
+    last = w.last(metric)
+    return not math.isnan(last) and last >= threshold
+
+
+def predict_linear(
+    w: Window, metric: str, now: float, horizon_s: float, lookback_s: float = LOOKBACK_S
+) -> float:
+    """Return Prometheus' `predict_linear(metric[lookback], horizon)` evaluated at `now`.
+
+    Least squares over the samples in (now - lookback, now], with time taken relative to
+    `now` as Prometheus does, then the line's value `horizon_s` later. NaN with fewer than
+    two samples.
+    """
+    keep = (w.t > now - lookback_s) & (w.t <= now)
+    t, y = clean(w.t[keep] - now, w[metric][keep])
+    if len(t) < 2 or float(np.ptp(t)) == 0.0:
+        return math.nan
+    dt = t - t.mean()
+    slope = float((dt * (y - y.mean())).sum() / (dt * dt).sum())
+    intercept = float(y.mean() - slope * t.mean())
+    return intercept + slope * horizon_s
