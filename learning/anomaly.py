@@ -48,6 +48,7 @@ SLOW_ALPHA = 0.03  # slow level: averages noisy stationary streams
 SEASON_LEVEL_ALPHA = 0.1  # de-seasonalised level under a profile
 LEVEL_ALPHAS = (FAST_ALPHA, SLOW_ALPHA, SEASON_LEVEL_ALPHA, SEASON_LEVEL_ALPHA)
 PROFILE_MIN_ALPHA = 0.1  # a profile bin averages its first visits, then forgets slowly
+SEEN_CAP = round(1 / PROFILE_MIN_ALPHA)
 ERROR_ALPHA = 0.02  # forecasters' mean absolute errors (~50 samples)
 SCALE_ALPHA = 0.03  # residual scale (~30 samples)
 SEASONAL_MARGIN = 0.85  # a profile must cut the error by 15 % to be used
@@ -134,8 +135,8 @@ class _Profile:
     def learn(self, t: float, deviation: float) -> None:
         lo, hi, frac = self._where(t)
         for i, weight in ((lo, 1.0 - frac), (hi, frac)):
-            if weight > 0.25:  # only the nearer bin(s) count as a visit
-                self.seen[i] += 1
+            if weight > 0.25:  # only the nearer bin(s) count as a visit; past the alpha floor
+                self.seen[i] = min(self.seen[i] + 1, SEEN_CAP)  # more visits change nothing
             alpha = weight * max(1.0 / max(self.seen[i], 1), PROFILE_MIN_ALPHA)
             self.values[i] += alpha * (deviation - self.values[i])
 
@@ -212,8 +213,10 @@ class StreamDetector:
         short_mean = self.short_mean + LEVEL_ALPHA * (r - self.short_mean)
         short_var = self.short_var + VAR_ALPHA * (r * r - self.short_var)
         spread = sigma * math.sqrt(LEVEL_ALPHA / (2.0 - LEVEL_ALPHA))
+        # Both variances get the same floor, so a constant stream's ratio is exactly 1.
         floor2 = self._floor() ** 2
-        variance = abs(math.log((short_var + floor2) / (sigma * sigma + floor2)))
+        usual = (SIGMA_PER_MAD * self.scale) ** 2
+        variance = abs(math.log((short_var + floor2) / (usual + floor2)))
         spike, level, var = self.tails
         worst = min(
             spike.log_p(abs(r) / s), level.log_p(abs(short_mean) / spread), var.log_p(variance)
