@@ -1,0 +1,143 @@
+from __future__ import annotations
+
+import random
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+
+from agent.checkpoint import to_dict
+from agent.lifecycle import LifecycleState
+from learning import multivariate
+from learning.window import SERIES, Window, window
+from tests.factories import make_checkpoint
+
+
+def healthy_checkpoint(rng: random.Random, at: float, **changes: Any) -> dict[str, Any]:
+    """Return a serving checkpoint whose KV use, ITL and throughput follow its load."""
+    running = rng.uniform(60, 120)
+    figures: dict[str, Any] = {
+        "requests_running": running,
+        "kv_cache_usage_pct": 0.35 * running + rng.gauss(0, 2),
+        "itl_p99_s": 0.02 + 0.0001 * running + rng.gauss(0, 0.001),
+        "requests_waiting": float(rng.choice((0, 1, 2, 3))),
+        "generation_tokens_per_s": 25 * running + rng.gauss(0, 50),
+        "gpu_temperature_c": rng.gauss(62, 1.5),
+    }
+    return to_dict(make_checkpoint(collected_at=at, **(figures | changes)))
+
+
+@pytest.fixture(scope="module")
+def history() -> list[dict[str, Any]]:
+    rng = random.Random(0)
+    return [healthy_checkpoint(rng, 1_000.0 + 10 * i) for i in range(1500)]
+
+
+@pytest.fixture(scope="module")
+def model(history: list[dict[str, Any]]) -> multivariate.Model:
+    return multivariate.fit([window(history)])
+
+
+def with_newest(history: list[dict[str, Any]], newest: dict[str, Any]) -> Window:
+    return window([*history[-20:], newest])
+
+
+def test_it_scores_a_healthy_checkpoint_low(
+    history: list[dict[str, Any]], model: multivariate.Model
+) -> None:
+    rng = random.Random(1)
+    results = [
+        multivariate.score(model, with_newest(history, healthy_checkpoint(rng, 1e6 + i)))
+        for i in range(50)
+    ]
+
+    assert sum(r.alarm for r in results) <= 1
+    assert np.median([r.likelihood for r in results]) < 0.9
+
+
+def test_it_finds_high_latency_at_normal_load_and_names_it(
+    history: list[dict[str, Any]], model: multivariate.Model
+) -> None:
+    slow = healthy_checkpoint(random.Random(2), 1e6, requests_running=90.0, itl_p99_s=0.08)
+
+    result = multivariate.score(model, with_newest(history, slow))
+
+    assert result.alarm and result.likelihood >= multivariate.ALARM_LIKELIHOOD
+    assert {"itl_p99_s", "itl_p99_s_per_running"} & {name for name, _ in result.contributions[:2]}
+    assert multivariate.evidence(result)[0].detail.endswith("robust SDs above its healthy median")
+
+
+def test_it_finds_a_combination_no_single_figure_shows(
+    history: list[dict[str, Any]], model: multivariate.Model
+) -> None:
+    # Each figure is inside its healthy range, but this KV use belongs to twice the load.
+    odd = healthy_checkpoint(random.Random(3), 1e6, requests_running=62.0, kv_cache_usage_pct=41.0)
+
+    result = multivariate.score(model, with_newest(history, odd))
+
+    assert result.likelihood >= 0.99
+    assert result.contributions[0][0] == "kv_cache_usage_pct_per_running"
+
+
+def test_it_agrees_with_scikit_learn_on_every_row(
+    model: multivariate.Model, history: list[dict[str, Any]]
+) -> None:
+    from sklearn.ensemble import IsolationForest
+
+    rows = multivariate.feature_rows(window(history))[:, model.columns]
+    z = multivariate._standardise(rows, model.medians, model.scales)
+    forest = IsolationForest(n_estimators=multivariate.TREES, max_samples=256, random_state=0).fit(
+        z
+    )
+
+    np.testing.assert_allclose(
+        multivariate._raw_scores(model, z), -forest.score_samples(z), atol=1e-12
+    )
+
+
+def test_it_computes_the_newest_row_as_the_whole_window_does(history: list[dict[str, Any]]) -> None:
+    w = window(history[:30])
+
+    np.testing.assert_array_equal(multivariate.newest_features(w), multivariate.feature_rows(w)[-1])
+
+
+def test_it_learns_from_serving_checkpoints_only(history: list[dict[str, Any]]) -> None:
+    loading = [
+        to_dict(
+            make_checkpoint(
+                collected_at=1.0 + i, lifecycle_state=LifecycleState.LOADING_WEIGHTS, vllm=False
+            )
+        )
+        for i in range(300)
+    ]
+
+    model = multivariate.fit([window(loading + history)])
+
+    assert model.rows == len(history)
+
+
+def test_it_refuses_to_fit_without_data() -> None:
+    with pytest.raises(ValueError, match="at least two"):
+        multivariate.fit([window([])])
+
+
+def test_it_fits_ten_thousand_rows_in_seconds_and_scores_in_a_fraction_of_a_millisecond() -> None:
+    rng = np.random.default_rng(4)
+    n = 10_000
+    big = Window(
+        np.arange(n) * 10.0, {name: rng.normal(50, 5, n) for name in SERIES}, ["serving"] * n
+    )
+    from sklearn.ensemble import IsolationForest  # noqa: F401 (its import stays out of the timing)
+
+    began = time.perf_counter()
+    model = multivariate.fit([big])
+    fit_s = time.perf_counter() - began
+    recent = Window(big.t[-2:], {k: v[-2:] for k, v in big.series.items()}, ["serving"] * 2)
+    began = time.perf_counter()
+    for _ in range(200):
+        multivariate.score(model, recent)
+    score_ms = (time.perf_counter() - began) / 200 * 1e3
+
+    assert fit_s < 10.0
+    assert score_ms < 1.0  # 0.3 ms is the budget on a quiet machine: bench/anomaly_speed.py
