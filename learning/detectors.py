@@ -67,7 +67,9 @@ LOAD_TOLERANCE = 0.2  # log1p(running) within this (about +-20 %) is a similar l
 WAITING_BIN_BASE = 5.0  # waiting counts are binned by powers of 5: 0-3, 4-23, 24-123, ...
 MIN_MATCHES = 5  # history points at a similar load a comparison needs
 MIN_RECENT = 3
-RANK_SIGMAS = 3.0  # the recent points must rank this many standard errors above the middle
+RANK_SIGMAS = 3.0  # the recent points must rank this many standard errors above the middle,
+MIN_RANK = 0.85  # and above this share of their matches: neighbouring points are correlated
+# (a load swing moves them together), so the standard error alone flatters a short stretch
 DEGRADED_RATIO = {"info": 1.3, "warning": 1.5, "critical": 2.5}
 # metric -> True when higher is worse
 PERFORMANCE_METRICS = {"itl_p99_s": True, "ttft_p99_s": True, "generation_tokens_per_s": False}
@@ -543,8 +545,9 @@ def performance_degradation(w: Window, now: float, recent_s: float = RECENT_S) -
     The recent points (the last `recent_s`) are each compared with the older serving
     points whose running count is within about 20 % and whose waiting count is in the same
     power-of-5 bin. A metric is degraded when the recent points are consistently worse than
-    their matches (mean rank RANK_SIGMAS standard errors above the middle) and the median
-    ratio to the matched medians reaches DEGRADED_RATIO["info"]. The worst metric is reported.
+    their matches (mean rank RANK_SIGMAS standard errors above the middle, and at least
+    MIN_RANK) and the median ratio to the matched medians reaches DEGRADED_RATIO["info"].
+    The worst metric is reported.
     """
     running, waiting = w["requests_running"], w["requests_waiting"]
     states = np.array([s in RUN_STATES for s in w.states], dtype=bool)
@@ -613,7 +616,7 @@ def _compare(
     better = matches & (sign * past[None, :] < sign * current[:, None])
     rank = float((better.sum(axis=1) / matches.sum(axis=1)).mean())
     k = len(current)
-    if rank < 0.5 + RANK_SIGMAS * math.sqrt(1.0 / 12.0 / k):
+    if rank < max(0.5 + RANK_SIGMAS * math.sqrt(1.0 / 12.0 / k), MIN_RANK):
         return None
     baselines = np.array([np.median(past[row]) for row in matches])
     with np.errstate(divide="ignore", invalid="ignore"):

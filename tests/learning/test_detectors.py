@@ -1,0 +1,418 @@
+from __future__ import annotations
+
+import asyncio
+import copy
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+from agent.checkpoint import to_dict
+from agent.lifecycle import LifecycleState
+from learning import detectors
+from learning.detectors import (
+    Finding,
+    detect,
+    fd_exhaustion,
+    gpu_memory_leak,
+    host_memory_leak,
+    kv_cache_exhaustion,
+    performance_degradation,
+    queue_growth,
+    thermal,
+)
+from learning.window import Window, window
+from simulator.fleet import FleetConfig, run_fleet
+from tests.factories import GIB, make_checkpoint
+
+T0 = 1_780_000_000.0
+MIB = 1024**2
+TOTAL = 80 * GIB
+
+Patch = Callable[[dict[str, Any], int], None]
+
+
+def host(n: int, step_s: float = 5.0, patch: Patch | None = None, **figures: Any) -> Window:
+    """A window of `n` checkpoints every `step_s` from T0. Each figure is a make_checkpoint
+    argument, constant or one value per checkpoint; `patch(cp_dict, i)` changes the rest."""
+    cps = []
+    for i in range(n):
+        args = {k: v[i] if isinstance(v, list | np.ndarray) else v for k, v in figures.items()}
+        args = {
+            k: float(v) if isinstance(v, int | float | np.number) else v for k, v in args.items()
+        }
+        cp = to_dict(make_checkpoint(collected_at=T0 + i * step_s, **args))
+        if patch is not None:
+            patch(cp, i)
+        cps.append(cp)
+    return window(cps)
+
+
+def now_of(w: Window) -> float:
+    return float(w.t[-1])
+
+
+# GPU memory ----------------------------------------------------------------------------------
+
+
+def leaking(n: int, flat: int, mib_per_s: float, step_s: float = 5.0) -> np.ndarray:
+    """GPU memory flat at vLLM's 92 % budget for `flat` checkpoints, then leaking."""
+    t = np.arange(n) * step_s
+    start = flat * step_s
+    return 0.92 * TOTAL + np.maximum(t - start, 0.0) * mib_per_s * MIB
+
+
+def test_it_finds_a_gpu_memory_leak_and_when_it_fills_the_gpu() -> None:
+    used = leaking(60, flat=24, mib_per_s=5.0)
+    w = host(60, gpu_memory_used_bytes=used)
+    f = gpu_memory_leak(w, now_of(w))
+    assert f is not None and f.what == "gpu_memory_leak" and f.failure_type == "cuda_oom"
+    expected = (TOTAL - used[-1]) / (5 * MIB)
+    assert f.time_to_exhaustion_s is not None
+    assert abs(f.time_to_exhaustion_s - expected) < 0.05 * expected
+    assert f.severity == "warning"  # ~19 min: within WARNING_S, not the horizon
+    assert abs(f.figures["leak_mib_per_s"] - 5.0) < 0.1
+    assert f.figures["budget_pct"] == 90.0  # the factory's checkpoint does not say: vLLM's default
+    assert f.figures["above_budget_mib"] > 0
+
+
+def test_it_calls_a_leak_critical_when_the_gpu_fills_within_the_horizon() -> None:
+    w = host(60, gpu_memory_used_bytes=leaking(60, flat=10, mib_per_s=40.0))
+    f = gpu_memory_leak(w, now_of(w))
+    assert f is not None and f.severity == "critical"
+    assert f.time_to_exhaustion_s is not None and f.time_to_exhaustion_s < 300
+
+
+def test_it_stays_quiet_on_vllms_flat_preallocation_with_jitter() -> None:
+    rng = np.random.default_rng(0)
+    used = 0.92 * TOTAL + rng.normal(0, 4 * MIB, 120)
+    w = host(120, gpu_memory_used_bytes=used)
+    assert gpu_memory_leak(w, now_of(w)) is None
+
+
+def test_it_does_not_call_a_one_off_step_a_leak() -> None:
+    used = np.where(np.arange(80) < 40, 0.92 * TOTAL, 0.95 * TOTAL)
+    w = host(80, gpu_memory_used_bytes=used)
+    assert gpu_memory_leak(w, now_of(w)) is None
+
+
+def test_it_tests_the_leaking_gpu_of_a_tensor_parallel_host() -> None:
+    used = leaking(60, flat=20, mib_per_s=20.0)
+
+    def four_gpus(cp: dict[str, Any], i: int) -> None:
+        gpu = cp["gpus"][0]
+        cp["gpus"] = [
+            dict(copy.deepcopy(gpu), index=k, memory_used_bytes=0.92 * TOTAL) for k in range(4)
+        ]
+        cp["gpus"][2]["memory_used_bytes"] = float(used[i])
+
+    w = host(60, patch=four_gpus)
+    f = gpu_memory_leak(w, now_of(w))
+    assert f is not None and f.figures["gpu_index"] == 2
+    # The summed memory would say four times longer.
+    expected = (TOTAL - used[-1]) / (20 * MIB)
+    assert f.time_to_exhaustion_s is not None
+    assert abs(f.time_to_exhaustion_s - expected) < 0.05 * expected
+
+
+def test_it_does_not_carry_a_leak_across_a_restart() -> None:
+    used = np.concatenate([leaking(40, flat=5, mib_per_s=40.0), np.full(20, 0.92 * TOTAL)])
+    states = [LifecycleState.SERVING] * 40 + [LifecycleState.LOADING_WEIGHTS]
+    states += [LifecycleState.SERVING] * 19
+    w = host(60, gpu_memory_used_bytes=used, lifecycle_state=states)
+    assert gpu_memory_leak(w, now_of(w)) is None
+    before = host(40, gpu_memory_used_bytes=used[:40])
+    assert gpu_memory_leak(before, now_of(before)) is not None
+
+
+def test_it_reads_vllms_budget_from_the_checkpoint() -> None:
+    def budget(cp: dict[str, Any], i: int) -> None:
+        cp["vllm"]["cache"]["gpu_memory_utilization"] = 0.92
+
+    w = host(60, gpu_memory_used_bytes=leaking(60, flat=20, mib_per_s=20.0), patch=budget)
+    f = gpu_memory_leak(w, now_of(w))
+    assert f is not None and f.figures["budget_pct"] == 92.0
+
+
+# Host memory and file descriptors ------------------------------------------------------------
+
+
+def process(
+    rss: np.ndarray | None = None, fds: np.ndarray | None = None, max_fds: int = 0
+) -> Patch:
+    def patch(cp: dict[str, Any], i: int) -> None:
+        cp["process"] = {
+            "pid": 4242,
+            "rss_bytes": float(rss[i]) if rss is not None else 6 * GIB,
+            "open_fds": int(fds[i]) if fds is not None else 300,
+            "children": 1,
+        }
+        if max_fds:
+            cp["vllm"]["api_server"] = {"open_fds": 180, "max_fds": max_fds}
+
+    return patch
+
+
+def test_it_finds_a_host_memory_leak_and_the_time_to_a_given_limit() -> None:
+    rng = np.random.default_rng(2)
+    rss = 6 * GIB + 8 * MIB * 5 * np.arange(100) + rng.normal(0, 20 * MIB, 100)
+    w = host(100, patch=process(rss=rss))
+    found = host_memory_leak(w, now_of(w))
+    assert found is not None and found.time_to_exhaustion_s is None and found.severity == "info"
+    limited = host_memory_leak(w, now_of(w), limit_bytes=16 * GIB)
+    assert limited is not None and limited.time_to_exhaustion_s is not None
+    expected = (16 * GIB - rss[-1]) / (8 * MIB)
+    assert abs(limited.time_to_exhaustion_s - expected) < 0.1 * expected
+    assert abs(limited.figures["leak_mib_per_s"] - 8.0) < 0.5
+
+
+def test_it_stays_quiet_on_noisy_flat_host_memory() -> None:
+    rng = np.random.default_rng(4)
+    w = host(120, patch=process(rss=6 * GIB + rng.normal(0, 50 * MIB, 120)))
+    assert host_memory_leak(w, now_of(w), limit_bytes=16 * GIB) is None
+
+
+def test_it_finds_file_descriptors_leaking_toward_the_limit() -> None:
+    fds = 300 + np.arange(120)  # one more every 5 s
+    w = host(120, patch=process(fds=fds, max_fds=1024))
+    f = fd_exhaustion(w, now_of(w))
+    assert f is not None and f.failure_type == "system_resource"
+    assert f.figures["limit_fds"] == 1024
+    assert f.time_to_exhaustion_s is not None
+    assert abs(f.time_to_exhaustion_s - (1024 - 419) * 5.0) < 60
+    assert f.severity == "info"  # about 50 min
+
+
+def test_it_calls_file_descriptors_near_the_limit_critical_even_without_a_trend() -> None:
+    w = host(30, patch=process(fds=np.full(30, 1000), max_fds=1024))
+    f = fd_exhaustion(w, now_of(w))
+    assert f is not None and f.severity == "critical"
+    assert fd_exhaustion(w, now_of(w), fd_limit=65536) is None
+
+
+# KV cache and queue --------------------------------------------------------------------------
+
+
+def preempting(rates: list[float] | np.ndarray) -> Patch:
+    def patch(cp: dict[str, Any], i: int) -> None:
+        cp["vllm"]["rates"]["preemptions_per_s"] = float(rates[i])
+
+    return patch
+
+
+def test_it_warns_of_kv_cache_exhaustion_with_a_growing_queue() -> None:
+    kv = np.minimum(60 + 0.8 * np.arange(24), 100)  # +0.16 %/s
+    waiting = np.concatenate([np.zeros(10), np.arange(1, 15) * 2])
+    w = host(24, kv_cache_usage_pct=kv, requests_waiting=waiting, requests_running=200)
+    f = kv_cache_exhaustion(w, now_of(w))
+    assert f is not None and f.failure_type == "kv_cache_exhausted"
+    assert f.figures["queue_growing"] == 1.0
+    expected = (100 - kv[-1]) / 0.16
+    assert f.time_to_exhaustion_s is not None and abs(f.time_to_exhaustion_s - expected) < 30
+    assert f.severity == "critical"
+
+
+def test_it_calls_a_full_cache_with_preemptions_exhausted_now() -> None:
+    rng = np.random.default_rng(1)
+    kv = np.clip(99 + rng.normal(0, 0.5, 24), 0, 100)
+    rates = np.where(np.arange(24) > 6, 1.5, 0.0)
+    w = host(24, kv_cache_usage_pct=kv, requests_waiting=12, patch=preempting(rates))
+    f = kv_cache_exhaustion(w, now_of(w))
+    assert f is not None and f.severity == "critical" and f.time_to_exhaustion_s == 0.0
+    assert f.figures["preempting"] == 1.0
+
+
+def test_it_does_not_call_saturation_with_a_stable_cache_exhaustion() -> None:
+    rng = np.random.default_rng(8)
+    kv = np.clip(97 + rng.normal(0, 0.8, 24), 0, 100)
+    waiting = 10 + rng.integers(-2, 3, 24)
+    w = host(24, kv_cache_usage_pct=kv, requests_waiting=waiting, requests_running=250)
+    assert kv_cache_exhaustion(w, now_of(w)) is None
+    assert queue_growth(w, now_of(w)) is None
+
+
+def test_it_gives_an_early_warning_for_a_fast_rise_without_pressure() -> None:
+    kv = 30 + 2.0 * np.arange(24)  # +0.4 %/s, 76 % now: full in ~60 s
+    w = host(24, kv_cache_usage_pct=kv, requests_waiting=0)
+    f = kv_cache_exhaustion(w, now_of(w))
+    assert f is not None and f.severity == "warning"
+    slow = host(24, kv_cache_usage_pct=20 + 0.5 * np.arange(24), requests_waiting=0)
+    assert kv_cache_exhaustion(slow, now_of(slow)) is None  # +0.1 %/s at 31 %: a load swing
+
+
+def test_it_finds_a_hang_in_a_queue_growing_behind_stuck_requests() -> None:
+    def stalled(cp: dict[str, Any], i: int) -> None:
+        cp["vllm"]["forward_progress"] = i < 6
+
+    waiting = np.concatenate([np.ones(6), 1 + 6 * np.arange(1, 19)])
+    w = host(24, requests_running=37, requests_waiting=waiting, patch=stalled)
+    f = queue_growth(w, now_of(w))
+    assert f is not None and f.failure_type == "hang" and f.severity == "critical"
+    assert kv_cache_exhaustion(w, now_of(w)) is None  # a frozen cache is not filling up
+    limited = queue_growth(w, now_of(w), waiting_limit=200)
+    assert limited is not None and limited.time_to_exhaustion_s is not None
+    assert abs(limited.time_to_exhaustion_s - (200 - waiting[-1]) / 1.2) < 15
+
+
+def test_it_ignores_a_queue_that_grows_while_running_grows_too() -> None:
+    waiting = np.arange(24) * 1.0
+    w = host(24, requests_running=40 + 5 * np.arange(24), requests_waiting=waiting)
+    assert queue_growth(w, now_of(w)) is None
+
+
+# Temperature ---------------------------------------------------------------------------------
+
+
+def test_it_does_not_extrapolate_a_gpu_warming_up_after_a_start() -> None:
+    t = np.arange(36) * 5.0
+    temps = np.round(58 - 26 * np.exp(-t / 50.0))
+    w = host(36, gpu_temperature_c=temps)
+    assert thermal(w, now_of(w)) is None
+
+
+def test_it_warns_before_the_gpu_reaches_its_slowdown_temperature() -> None:
+    temps = 57 + 0.3 * 5 * np.arange(16)  # +0.3 C/s: 79.5 C now, 87 C in 25 s
+    w = host(16, gpu_temperature_c=temps)
+    f = thermal(w, now_of(w))
+    assert f is not None and f.severity == "critical" and f.failure_type == "thermal_throttling"
+    assert f.time_to_exhaustion_s is not None and abs(f.time_to_exhaustion_s - 25) < 10
+    hotter = thermal(w, now_of(w), slowdown_c=95.0)  # a GPU rated hotter
+    assert hotter is not None and hotter.time_to_exhaustion_s is not None
+    assert abs(hotter.time_to_exhaustion_s - (95 - 79.5) / 0.3) < 10
+
+
+def test_it_reports_thermal_throttling_now() -> None:
+    def throttled(cp: dict[str, Any], i: int) -> None:
+        cp["gpus"][0]["throttle_reasons"] = ["sw_thermal_slowdown"] if i > 10 else []
+
+    w = host(16, gpu_temperature_c=88, patch=throttled)
+    f = thermal(w, now_of(w))
+    assert f is not None and f.severity == "critical" and f.time_to_exhaustion_s == 0.0
+    assert f.figures["throttled"] == 1.0
+
+
+# Performance degradation ---------------------------------------------------------------------
+
+
+def busy_host(n: int, slow_from: int, factor: float, seed: int = 0) -> Window:
+    """ITL p99 grows with the running count; from `slow_from` it is `factor` times worse."""
+    rng = np.random.default_rng(seed)
+    running = rng.integers(20, 80, n)
+    itl = (0.02 + 0.001 * running) * rng.lognormal(0, 0.1, n)
+    itl[slow_from:] *= factor
+    waiting = rng.integers(0, 3, n)
+    return host(n, requests_running=running, requests_waiting=waiting, itl_p99_s=itl)
+
+
+def test_it_finds_latency_worse_than_this_host_at_a_similar_load() -> None:
+    w = busy_host(120, slow_from=108, factor=2.0)
+    f = performance_degradation(w, now_of(w))
+    assert f is not None and f.failure_type == "performance_degradation"
+    assert 1.7 < f.figures["itl_p99_s_ratio"] < 2.3
+    assert f.severity == "warning" and f.time_to_exhaustion_s is None
+
+
+def test_it_stays_quiet_when_latency_matches_this_hosts_history() -> None:
+    for seed in range(10):
+        w = busy_host(120, slow_from=120, factor=1.0, seed=seed)
+        assert performance_degradation(w, now_of(w)) is None
+
+
+def test_it_does_not_compare_a_new_load_with_a_history_that_never_saw_it() -> None:
+    running = np.concatenate([np.full(108, 30), np.full(12, 200)])
+    itl = np.concatenate([np.full(108, 0.05), np.full(12, 0.2)])  # more load, slower: fine
+    w = host(120, requests_running=running, itl_p99_s=itl)
+    assert performance_degradation(w, now_of(w)) is None
+
+
+# All of them ---------------------------------------------------------------------------------
+
+
+def test_it_lists_findings_most_urgent_first() -> None:
+    def hot_and_full(cp: dict[str, Any], i: int) -> None:
+        cp["gpus"][0]["throttle_reasons"] = ["hw_thermal_slowdown"]
+        cp["process"] = {"pid": 1, "rss_bytes": 6 * GIB, "open_fds": 300 + i, "children": 0}
+
+    used = leaking(60, flat=20, mib_per_s=20.0)
+    w = host(60, gpu_memory_used_bytes=used, gpu_temperature_c=90, patch=hot_and_full)
+    found = detect(w, now_of(w))
+    assert [f.what for f in found] == ["thermal", "gpu_memory_leak", "fd_exhaustion"]
+    assert all(isinstance(f, Finding) for f in found)
+    assert found[0].evidence().source == "detector:thermal"
+
+
+def test_it_finds_nothing_on_a_healthy_steady_host() -> None:
+    rng = np.random.default_rng(11)
+    n = 120
+    w = host(
+        n,
+        kv_cache_usage_pct=np.clip(
+            30 + 8 * np.sin(np.arange(n) / 15) + rng.normal(0, 2, n), 0, 100
+        ),
+        requests_running=np.round(60 + 15 * np.sin(np.arange(n) / 15)),
+        requests_waiting=rng.integers(0, 4, n),
+        gpu_temperature_c=np.round(61 + rng.normal(0, 0.7, n)),
+        gpu_memory_used_bytes=0.92 * TOTAL + rng.normal(0, MIB, n),
+    )
+    assert detect(w, now_of(w)) == []
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "gpu_memory_leak",
+        "host_memory_leak",
+        "performance_degradation",
+        "kv_cache_exhaustion",
+        "queue_growth",
+        "fd_exhaustion",
+        "thermal",
+    ],
+)
+def test_it_runs_each_detector_in_well_under_a_millisecond(name: str) -> None:
+    w = busy_host(120, slow_from=100, factor=1.5)
+    detector = getattr(detectors, name)
+    detector(w, now_of(w))
+    runs = 50
+    started = time.process_time()
+    for _ in range(runs):
+        detector(w, now_of(w))
+    per_call_ms = (time.process_time() - started) / runs * 1000
+    assert per_call_ms < 2.0  # budget 0.3 ms (bench/learning_speed.py); loose for shared CI cores
+
+
+# On the simulator ----------------------------------------------------------------------------
+
+
+async def simulate(scenario: str, seconds: float, step_s: float = 5.0) -> list[dict[str, Any]]:
+    async with run_fleet(FleetConfig(hosts=1, seed=3, scenarios=[scenario], speed=0)) as fleet:
+        agent = fleet.hosts[0].agent
+        assert agent is not None
+        checkpoints = []
+        for _ in range(int(seconds / step_s)):
+            await fleet.advance(step_s)
+            checkpoints.append(to_dict(await agent.collect()))
+        return checkpoints
+
+
+def findings_over_time(cps: list[dict[str, Any]]) -> list[tuple[float, str, list[Finding]]]:
+    out = []
+    for end in range(10, len(cps) + 1):
+        w = window(cps[max(0, end - 120) : end])
+        out.append((now_of(w), w.states[-1], detect(w, now_of(w))))
+    return out
+
+
+def test_it_finds_the_simulated_gpu_leak_a_minute_before_the_oom() -> None:
+    timeline = findings_over_time(asyncio.run(simulate("memory_leak_oom", 240)))
+    oom_at = next(t for t, state, _ in timeline if state == "failed_cuda_oom")
+    first = next(t for t, _, found in timeline if any(f.what == "gpu_memory_leak" for f in found))
+    assert oom_at - first >= 60
+
+
+def test_it_stays_quiet_on_the_simulated_healthy_host() -> None:
+    timeline = findings_over_time(asyncio.run(simulate("healthy", 600)))
+    loud = [(t, f.what) for t, _, found in timeline for f in found if f.severity != "info"]
+    assert loud == []
