@@ -53,6 +53,10 @@ class Host(models.Model):
     def figures(self) -> dict[str, str]:
         return summary.row_figures(self.latest or {})
 
+    @property
+    def risk_text(self) -> str:
+        return summary.risk_text(self.top_prediction or {})
+
     def is_stale(self, now: datetime, max_age_s: float) -> bool:
         return self.last_seen_at is None or now - self.last_seen_at > timedelta(seconds=max_age_s)
 

@@ -93,6 +93,13 @@ def row_figures(latest: dict[str, Any]) -> dict[str, str]:
     }
 
 
+def risk_text(top: dict[str, Any]) -> str:
+    """Return the fleet row's risk cell: "cuda_oom 87 %" (the countdown is the page's job)."""
+    if not top.get("failure_type"):
+        return "-"
+    return f"{top['failure_type']} {100 * float(top.get('probability') or 0):.0f} %"
+
+
 def _fmt(value: float | None, template: str) -> str:
     return "-" if value is None else template.format(value)
 

@@ -7,7 +7,8 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
 
-from monitor import panels, series
+from learning.prediction import DEFAULT_HORIZON_S as HORIZON_S
+from monitor import graph_view, panels, predictions_panel, series
 from monitor.models import Host
 
 WINDOWS_S = {"5m": 300, "15m": 900, "1h": 3600, "6h": 6 * 3600, "24h": 24 * 3600}
@@ -16,7 +17,7 @@ DEFAULT_WINDOW = "15m"
 
 @login_required
 def fleet(request: HttpRequest) -> HttpResponse:
-    hosts = Host.objects.order_by("name")
+    hosts = Host.objects.order_by("-risk", "name")
     return render(request, "monitor/fleet.html", {"hosts": hosts})
 
 
@@ -25,6 +26,7 @@ def host_detail(request: HttpRequest, name: str) -> HttpResponse:
     host = get_object_or_404(Host, name=name)
     context = {
         **panels.host_events_context(host, timezone.now()),
+        **predictions_panel.predictions_context(host),
         "windows": list(WINDOWS_S),
         "window": _window(request),
         "ingest_errors": host.ingest_errors.all()[:10],
@@ -38,6 +40,20 @@ def host_series(request: HttpRequest, name: str) -> JsonResponse:
     window = _window(request)
     since = timezone.now() - timedelta(seconds=WINDOWS_S[window])
     return JsonResponse({"host": host.name, "window": window, **series.host_series(host.pk, since)})
+
+
+@login_required
+def state_graph(request: HttpRequest) -> HttpResponse:
+    return render(request, "monitor/state_graph.html", {"horizon_min": round(HORIZON_S / 60)})
+
+
+@login_required
+def state_graph_json(request: HttpRequest) -> JsonResponse:
+    """The fleet's lifecycle graph for drawing; with ?host=NAME, that host's state marked."""
+    host = None
+    if name := request.GET.get("host"):
+        host = get_object_or_404(Host, name=name)
+    return JsonResponse(graph_view.graph_for_drawing(host, timezone.now()))
 
 
 def _window(request: HttpRequest) -> str:
