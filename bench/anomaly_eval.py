@@ -189,7 +189,7 @@ def make_synthetic(out: Path, seed: int = 7) -> None:
         "spike": (lambda i, a: 50 + rng.gauss(0, 3) + (40 if a else 0), (3000, 3001)),
         "levelshift": (lambda i, a: 50 + rng.gauss(0, 3) + (15 if a else 0), (3000, n)),
         "variance": (lambda i, a: 50 + rng.gauss(0, 12 if a else 2), (3100, 3300)),
-        "stuck": (lambda i, a: 50.0 + (0 if a else rng.gauss(0, 3)), (3200, 3500)),
+        "stuck": (lambda i, a: 50.0 + (0 if a else rng.gauss(0, 3)), (3200, 3300)),
     }
     for kind, (gen, anomaly) in kinds.items():
         category = "synthNoAnomaly" if anomaly is None else "synthWithAnomaly"
