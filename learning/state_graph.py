@@ -119,6 +119,10 @@ class StateGraph:
     def hosts(self) -> list[str]:
         return sorted(self._hosts)
 
+    def rows(self) -> list[Row]:
+        """Return every transition held, host by host, each host's in time order."""
+        return [Row(h, at, src, dst) for h in self.hosts() for at, src, dst in self._hosts[h]]
+
     def current(self, host: str) -> tuple[str, float] | None:
         """Return the state `host` is in and since when, from its newest transition."""
         rows = self._hosts.get(host)
