@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from learning.forecast import RUN_STATES, current_run_start, fit_local_trend, recent
+from learning.forecast import RUN_STATES, current_run_start, fit_local_trend, newest, recent, series
 from learning.prediction import DEFAULT_HORIZON_S, Evidence
 from learning.robust import Trend, quarter_rises, robust_scale, trend
 from learning.window import Window
@@ -54,7 +54,8 @@ PLATEAU_SHARE = 0.1  # running moving less than this share over the lookback is 
 PREEMPTING_SHARE = 0.5  # preemptions in at least this share of recent checkpoints
 
 # File descriptors
-FD_HIGH_SHARE = 0.9
+FD_HIGH_SHARE = 0.9  # this share of the limit in use is critical, trend or not
+MIN_FD_RISE = 10.0
 
 # Temperature
 THERMAL_LOOKBACK_S = 300.0
@@ -216,7 +217,7 @@ def _gpu_memory(w: Window, start: int) -> tuple[np.ndarray, np.ndarray, float, i
     t = w.t[start:]
     used, total = _per_gpu(cps) if len(cps) == len(t) else (np.zeros((0, 0)), np.zeros((0, 0)))
     if used.size == 0:
-        return t, w["gpu_mem_used_bytes"][start:], w.last("gpu_mem_total_bytes"), 0
+        return t, series(w, "gpu_mem_used_bytes")[start:], newest(w, "gpu_mem_total_bytes"), 0
     gained = _gain_share(used, total)
     best = int(np.argmax(gained))
     totals = total[:, best][~np.isnan(total[:, best])]
@@ -236,7 +237,7 @@ def _per_gpu(cps: Sequence[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
 
 def _gain_share(used: np.ndarray, total: np.ndarray) -> np.ndarray:
     """Return each GPU's gain over the run (last quarter's median minus the first's), as a
-    share of its total; 0 for GPUs without data."""
+    share of its total; -inf for GPUs without data, so they are never picked."""
     quarter = max(len(used) // 4, 1)
     with np.errstate(all="ignore"):
         early = _nanmedian_columns(used[:quarter])
@@ -318,13 +319,14 @@ def fd_exhaustion(
     if len(fds) == 0:
         return None
     level = float(fds[-1])
-    leak = _leak(t, fds, min_rise=MIN_QUEUE_RISE)
-    if leak is None and (limit is None or level < FD_HIGH_SHARE * limit):
+    near = limit is not None and level >= FD_HIGH_SHARE * limit
+    leak = _leak(t, fds, min_rise=MIN_FD_RISE)
+    if leak is None and not near:
         return None
     eta = _eta_to(leak.trend, limit, now) if leak is not None else None
-    if limit is not None and level >= FD_HIGH_SHARE * limit:
-        eta = 0.0 if level >= limit else eta
-    severity = "critical" if limit is not None and level >= FD_HIGH_SHARE * limit else None
+    if limit is not None and level >= limit:
+        eta = 0.0
+    severity = "critical" if near else severity_for(eta)
     rate = leak.trend.slope if leak is not None else 0.0
     figures = {"open_fds": level, "fds_per_s": rate}
     if limit is not None:
@@ -332,7 +334,7 @@ def fd_exhaustion(
     return Finding(
         what="fd_exhaustion",
         failure_type="system_resource",
-        severity=severity or severity_for(eta),
+        severity=severity,
         summary=f"{level:.0f} open file descriptors"
         + (f" of {limit:.0f}" if limit is not None else "")
         + (f", rising {rate:.2f}/s" if leak is not None else "")
@@ -366,15 +368,15 @@ def _pressure(w: Window, lookback_s: float) -> _Pressure:
     """Return whether the queue grows and requests are being preempted, recently."""
     t, waiting = recent(w, "requests_waiting", lookback_s)
     queue = trend(t, waiting)
-    newest = float(waiting[-1]) if len(waiting) else 0.0
+    queued = float(waiting[-1]) if len(waiting) else 0.0
     rise = queue.slope * queue.span_s
     # A queue that has emptied again is not growing, whatever the minutes before it did.
-    growing = queue.z >= QUEUE_Z and rise >= MIN_QUEUE_RISE and newest >= MIN_QUEUE_RISE
+    growing = queue.z >= QUEUE_Z and rise >= MIN_QUEUE_RISE and queued >= MIN_QUEUE_RISE
     _, preemptions = recent(w, "preemptions_per_s", lookback_s)
     # Only whether there were preemptions, not how many per second: the rate's clock can be
     # off (a simulated agent's), the fact is not.
     preempting = len(preemptions) > 0 and float((preemptions > 0).mean()) >= PREEMPTING_SHARE
-    return _Pressure(queue, bool(growing), preempting, newest)
+    return _Pressure(queue, bool(growing), preempting, queued)
 
 
 def kv_cache_exhaustion(w: Window, now: float, lookback_s: float = KV_LOOKBACK_S) -> Finding | None:
@@ -385,7 +387,7 @@ def kv_cache_exhaustion(w: Window, now: float, lookback_s: float = KV_LOOKBACK_S
     without pressure (an early warning) only when it arrives within KV_EARLY_S: load
     swings move the cache by tens of percent in minutes on a healthy host.
     """
-    if w.last("forward_progress") == 0.0:
+    if newest(w, "forward_progress") == 0.0:
         return None  # a stalled engine holds its cache still: a hang, not KV (queue_growth)
     t, kv = recent(w, "kv_cache_usage_pct", lookback_s)
     model = fit_local_trend(t, kv)
@@ -449,8 +451,8 @@ def queue_growth(
     typical = max(float(np.median(running)), 1.0) if len(running) else 1.0
     if len(running) and abs(run.slope * run.span_s) > PLATEAU_SHARE * typical and run.z >= 2:
         return None  # running climbs with the queue: the server is still taking work
-    stalled = w.last("forward_progress") == 0.0
-    kv = w.last("kv_cache_usage_pct")
+    stalled = newest(w, "forward_progress") == 0.0
+    kv = newest(w, "kv_cache_usage_pct")
     eta = _eta_to(pressure.queue, waiting_limit, now)
     # What the pile-up leads to: a stall is a hang; a full cache, KV exhaustion; otherwise the
     # server is at its concurrency limit and requests just wait longer.
@@ -472,7 +474,7 @@ def queue_growth(
             "requests_running": typical,
             "running_per_s": run.slope,
             "kv_cache_usage_pct": kv,
-            "forward_progress": w.last("forward_progress"),
+            "forward_progress": newest(w, "forward_progress"),
         },
     )
 
@@ -495,11 +497,11 @@ def thermal(
         return None
     lead = max(now - model.t_ref, 0.0)
     level = float(model.value(lead))
-    newest = float(temp[-1])
-    throttled = w.last("gpu_throttled") == 1.0
+    hottest = float(temp[-1])
+    throttled = newest(w, "gpu_throttled") == 1.0
     to_slowdown = model.time_to(slowdown_c)
     eta = None if to_slowdown is None else max(to_slowdown - lead, 0.0)
-    if throttled or newest >= slowdown_c:
+    if throttled or hottest >= slowdown_c:
         eta, severity = 0.0, "critical"
     elif eta is not None and model.slope > 0 and eta <= WARNING_S:
         severity = severity_for(eta)
@@ -511,13 +513,13 @@ def thermal(
         what="thermal",
         failure_type="thermal_throttling",
         severity=severity,
-        summary=f"GPU at {newest:.0f} C ({60 * model.slope:+.1f} C/min)"
+        summary=f"GPU at {hottest:.0f} C ({60 * model.slope:+.1f} C/min)"
         + (", clocks throttled" if throttled else "")
         + "; "
         + _eta_words(eta, f"at the {slowdown_c:.0f} C slowdown point"),
         time_to_exhaustion_s=eta,
         figures={
-            "gpu_temp_c": newest,
+            "gpu_temp_c": hottest,
             "temp_c_per_s": model.slope,
             "slowdown_c": slowdown_c,
             "throttled": float(throttled),
@@ -549,7 +551,7 @@ def performance_degradation(w: Window, now: float, recent_s: float = RECENT_S) -
     MIN_RANK) and the median ratio to the matched medians reaches DEGRADED_RATIO["info"].
     The worst metric is reported.
     """
-    running, waiting = w["requests_running"], w["requests_waiting"]
+    running, waiting = series(w, "requests_running"), series(w, "requests_waiting")
     states = np.array([s in RUN_STATES for s in w.states], dtype=bool)
     baseline_states = np.array([s in BASELINE_STATES for s in w.states], dtype=bool)
     loaded = ~np.isnan(running) & ~np.isnan(waiting)
@@ -561,7 +563,7 @@ def performance_degradation(w: Window, now: float, recent_s: float = RECENT_S) -
     comparisons = [
         c
         for metric, higher_worse in PERFORMANCE_METRICS.items()
-        if (c := _compare(w[metric], higher_worse, metric, is_recent, is_history, similar))
+        if (c := _compare(series(w, metric), higher_worse, metric, is_recent, is_history, similar))
     ]
     if not comparisons:
         return None

@@ -102,6 +102,20 @@ class LocalTrend:
         return None if rest >= 1.0 else self.onset_s - self.tau_s * math.log1p(-rest)
 
 
+def series(w: Window, name: str) -> np.ndarray:
+    """Return the series `name` of `w`, all NaN when the window does not carry it (a window
+    built by hand with a few series): a missing figure is never an error."""
+    values = w.series.get(name)
+    return values if values is not None else np.full(len(w), math.nan)
+
+
+def newest(w: Window, name: str) -> float:
+    """Return the newest value of series `name` in `w`, or NaN."""
+    present = series(w, name)
+    present = present[~np.isnan(present)]
+    return float(present[-1]) if len(present) else math.nan
+
+
 def current_run_start(w: Window) -> int:
     """Return the index where the newest run of `w` begins (after the last start or failure)."""
     for i in range(len(w.states) - 1, -1, -1):
@@ -114,7 +128,7 @@ def recent(w: Window, metric: str, lookback_s: float) -> tuple[np.ndarray, np.nd
     """Return the times and values of `metric` in the current run, within `lookback_s` of
     its newest checkpoint, NaNs dropped."""
     start = current_run_start(w)
-    t, y = clean(w.t[start:], w[metric][start:])
+    t, y = clean(w.t[start:], series(w, metric)[start:])
     if len(t) == 0:
         return t, y
     keep = t >= t[-1] - lookback_s
@@ -243,7 +257,7 @@ def _bounds(metric: str) -> tuple[float, float]:
 def default_thresholds(w: Window, metric: str) -> dict[str, float]:
     """Return the thresholds an operator would use for `metric` (GPU bytes: the GPUs' total)."""
     if metric == "gpu_mem_used_bytes":
-        total = w.last("gpu_mem_total_bytes")
+        total = newest(w, "gpu_mem_total_bytes")
         return {} if math.isnan(total) else {"gpu_mem_full": 0.995 * total}
     return dict(DEFAULT_THRESHOLDS.get(metric, {}))
 
@@ -309,7 +323,7 @@ def _crossing(model: LocalTrend, threshold: float, now: float, horizon_s: float)
 def threshold_alarm(w: Window, metric: str, threshold: float) -> bool:
     """Return whether the newest value of `metric` is at or above `threshold` (the baseline
     operators use today: a fixed alert rule)."""
-    last = w.last(metric)
+    last = newest(w, metric)
     return not math.isnan(last) and last >= threshold
 
 
@@ -323,7 +337,7 @@ def predict_linear(
     two samples.
     """
     keep = (w.t > now - lookback_s) & (w.t <= now)
-    t, y = clean(w.t[keep] - now, w[metric][keep])
+    t, y = clean(w.t[keep] - now, series(w, metric)[keep])
     if len(t) < 2 or float(np.ptp(t)) == 0.0:
         return math.nan
     dt = t - t.mean()

@@ -330,6 +330,16 @@ def test_it_does_not_compare_a_new_load_with_a_history_that_never_saw_it() -> No
 # All of them ---------------------------------------------------------------------------------
 
 
+def test_it_reads_a_window_built_from_a_few_series_without_checkpoints() -> None:
+    t = T0 + 5.0 * np.arange(60)
+    used = leaking(60, flat=20, mib_per_s=40.0)
+    memory = {"gpu_mem_used_bytes": used, "gpu_mem_total_bytes": np.full(60, TOTAL)}
+    w = Window(t, memory, ["serving"] * 60)
+    found = detect(w, now_of(w))  # every other series is missing: NaN, not an error
+    assert [f.what for f in found] == ["gpu_memory_leak"]
+    assert detect(Window(np.zeros(0), {}, []), T0) == []
+
+
 def test_it_lists_findings_most_urgent_first() -> None:
     def hot_and_full(cp: dict[str, Any], i: int) -> None:
         cp["gpus"][0]["throttle_reasons"] = ["hw_thermal_slowdown"]

@@ -123,6 +123,14 @@ def test_it_returns_an_empty_forecast_with_too_few_points() -> None:
     assert f.values == [] and f.lower == [] and f.crossings == {"long": None}
 
 
+def test_it_forecasts_nothing_for_a_series_the_window_lacks() -> None:
+    w = series_window(np.arange(20.0), "requests_waiting")
+    f = forecast(w, "kv_cache_usage_pct", float(w.t[-1]))
+    assert f.values == [] and f.crossings == {"kv_cache_high": None, "kv_cache_full": None}
+    assert not threshold_alarm(w, "kv_cache_usage_pct", 1.0)
+    assert math.isnan(predict_linear(w, "kv_cache_usage_pct", float(w.t[-1]), 60.0))
+
+
 def test_it_uses_the_gpus_total_as_the_byte_threshold() -> None:
     cps = [
         to_dict(make_checkpoint(collected_at=T0 + 5 * i, gpu_memory_used_bytes=(70 + i) * GIB))
