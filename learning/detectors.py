@@ -167,7 +167,7 @@ def _eta_to(tr: Trend, limit: float | None, now: float) -> float | None:
     """Return seconds from `now` until the line `tr` reaches `limit` (0 if it has)."""
     if limit is None or tr.slope <= 0:
         return None
-    return max((limit - tr.value_at(max(now, tr.t_ref))) / tr.slope, 0.0)
+    return max(float(limit - tr.value_at(max(now, tr.t_ref))) / tr.slope, 0.0)
 
 
 def gpu_memory_leak(w: Window, now: float, lookback_s: float = LEAK_LOOKBACK_S) -> Finding | None:
@@ -397,7 +397,7 @@ def kv_cache_exhaustion(w: Window, now: float, lookback_s: float = KV_LOOKBACK_S
     level = min(max(float(model.value(lead)), 0.0), KV_LIMIT_PCT)
     pressure = _pressure(w, lookback_s)
     under_pressure = pressure.queue_growing or pressure.preempting
-    eta = _kv_eta(model.time_to(KV_LIMIT_PCT), lead)
+    eta = _eta_after(model.time_to(KV_LIMIT_PCT), lead)
     if level >= KV_FULL_PCT and under_pressure:
         eta, severity = 0.0, "critical"
     elif eta is not None and model.slope > 0 and under_pressure and eta <= WARNING_S:
@@ -428,8 +428,10 @@ def kv_cache_exhaustion(w: Window, now: float, lookback_s: float = KV_LOOKBACK_S
     )
 
 
-def _kv_eta(lead_to_limit: float | None, lead_now: float) -> float | None:
-    return None if lead_to_limit is None else max(lead_to_limit - lead_now, 0.0)
+def _eta_after(lead_to_limit: float | None, lead_now: float) -> float | None:
+    """Return the seconds from now to a limit the trend reaches `lead_to_limit` after its
+    newest point, `lead_now` seconds ago."""
+    return None if lead_to_limit is None else max(float(lead_to_limit - lead_now), 0.0)
 
 
 def queue_growth(
@@ -500,7 +502,7 @@ def thermal(
     hottest = float(temp[-1])
     throttled = newest(w, "gpu_throttled") == 1.0
     to_slowdown = model.time_to(slowdown_c)
-    eta = None if to_slowdown is None else max(to_slowdown - lead, 0.0)
+    eta = _eta_after(to_slowdown, lead)
     if throttled or hottest >= slowdown_c:
         eta, severity = 0.0, "critical"
     elif eta is not None and model.slope > 0 and eta <= WARNING_S:

@@ -316,7 +316,7 @@ def _crossing(model: LocalTrend, threshold: float, now: float, horizon_s: float)
     lead = model.time_to(threshold)
     if lead is None:
         return None
-    at = max(model.t_ref + lead, now)
+    at = float(max(model.t_ref + lead, now))
     return at if at <= now + horizon_s else None
 
 

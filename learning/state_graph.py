@@ -70,7 +70,8 @@ class Row:
 
 def as_row(item: Any, host: str | None = None) -> Row:
     """Return `item` (a (host, at, from, to) tuple, a mapping, or an object with `at`,
-    `from_state`, `to_state` and maybe `host`) as a Row; `host` overrides the item's."""
+    `from_state`, `to_state` and maybe `host`) as a Row; `host` overrides the item's.
+    `at` is epoch seconds or a datetime."""
     if isinstance(item, tuple | list):
         item_host, at, src, dst = item
     elif isinstance(item, Mapping):
@@ -79,7 +80,8 @@ def as_row(item: Any, host: str | None = None) -> Row:
     else:
         item_host, at = getattr(item, "host", ""), item.at
         src, dst = item.from_state, item.to_state
-    return Row(str(host if host is not None else item_host), float(at), _state(src), _state(dst))
+    when = at.timestamp() if hasattr(at, "timestamp") else float(at)  # datetime rows too
+    return Row(str(host if host is not None else item_host), when, _state(src), _state(dst))
 
 
 def _state(value: Any) -> str:

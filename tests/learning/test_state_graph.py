@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -168,6 +169,9 @@ def test_it_takes_agent_transitions_dicts_and_updates_as_they_come() -> None:
     graph.add({"host": "gpu-01", "at": 300.0, "from_state": "serving", "to_state": "failed_nccl"})
     assert graph.model(now=300.0).risk("serving") == pytest.approx(1 - math.exp(-1.0))
     assert graph.current("gpu-01") == ("failed_nccl", 300.0)
+    stored_row = ("gpu-02", datetime.fromtimestamp(60.0, tz=UTC), "serving", "degraded")
+    graph.add(stored_row)  # as the control plane's table gives it
+    assert graph.current("gpu-02") == ("degraded", 60.0)
 
 
 def test_it_handles_an_empty_graph_and_states_it_has_never_seen() -> None:
