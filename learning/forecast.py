@@ -244,7 +244,8 @@ def _lag1(x: np.ndarray) -> float:
 
 
 def _t_quantile(df: float) -> float:
-    """Return Student's t 95th percentile (Cornish-Fisher; within 1 % from 4 degrees of freedom)."""
+    """Return Student's t 95th percentile (Cornish-Fisher: within 1 % from 10 degrees of freedom,
+    5 % at 4)."""
     df = max(df, 1.0)
     return BAND_Z + (BAND_Z**3 + BAND_Z) / (4.0 * df)
 
