@@ -85,6 +85,9 @@ SERIES: dict[str, Getter] = {
 }
 
 
+SERIES_INDEX = {name: i for i, name in enumerate(SERIES)}
+
+
 @dataclass
 class Window:
     """Aligned series of one host's checkpoints, oldest first."""
@@ -125,6 +128,9 @@ class Row:
     values: tuple[float, ...]  # in SERIES order
     state: str
     checkpoint: dict[str, Any] = field(repr=False, compare=False)
+
+    def value(self, name: str) -> float:
+        return self.values[SERIES_INDEX[name]]
 
 
 def row(checkpoint: dict[str, Any]) -> Row:

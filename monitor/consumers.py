@@ -49,4 +49,8 @@ class HostConsumer(AsyncWebsocketConsumer):
         message = {"point": point, "stored_at": event["stored_at"]}
         if panels := event["panels"].get(self.host_id):
             message["panels"] = panels
+        if predictions := event["predictions"].get(self.host_id):
+            message["predictions"] = predictions
+        if forecasts := event["forecasts"].get(self.host_id):
+            message["forecasts"] = forecasts
         await self.send(text_data=json.dumps(message))

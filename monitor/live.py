@@ -16,9 +16,12 @@ from channels.layers import get_channel_layer
 from django.template.loader import render_to_string
 from django.utils import timezone
 
+from learning.prediction import Forecast
+from monitor.analysis import AnalysisReport
 from monitor.ingest import StoreReport
 from monitor.models import Host
 from monitor.panels import render_host_events
+from monitor.predictions_panel import render_predictions
 
 FLEET_GROUP = "fleet"
 CHECKPOINTS_GROUP = "checkpoints"
@@ -34,11 +37,14 @@ class CheckpointsStored(TypedDict):
     type: Literal["checkpoints_stored"]
     points: dict[str, dict[str, Any]]  # host id (str) -> summary figures
     panels: dict[str, str]  # host id (str) -> re-rendered events panels, for hosts with new events
+    predictions: dict[str, str]  # host id (str) -> re-rendered predictions panel
+    forecasts: dict[str, list[dict[str, Any]]]  # host id (str) -> forecasts as plain data
     stored_at: float
 
 
-def hosts_updated(report: StoreReport) -> None:
+def hosts_updated(report: StoreReport, findings: AnalysisReport | None = None) -> None:
     """Tell every open fleet and host page what the batch in `report` changed."""
+    findings = findings or AnalysisReport()
     if not report.changed_hosts:
         return
     stored_at = time.time()
@@ -60,15 +66,35 @@ def hosts_updated(report: StoreReport) -> None:
             for host in report.changed_hosts
             if host.pk in report.hosts_with_events
         }
+        # Open predictions change their figures on every analysis: re-render those hosts'.
+        predictions = {
+            str(host.pk): render_predictions(host)
+            for host in report.changed_hosts
+            if host.risk > 0 or host.pk in findings.changed
+        }
+        forecasts = {
+            str(host_id): [_forecast_json(f) for f in fcs]
+            for host_id, fcs in findings.forecasts.items()
+        }
         messages.append(
             (
                 CHECKPOINTS_GROUP,
                 CheckpointsStored(
-                    type="checkpoints_stored", points=points, panels=panels, stored_at=stored_at
+                    type="checkpoints_stored",
+                    points=points,
+                    panels=panels,
+                    predictions=predictions,
+                    forecasts=forecasts,
+                    stored_at=stored_at,
                 ),
             )
         )
     async_to_sync(_send)(messages)
+
+
+def _forecast_json(fc: Forecast) -> dict[str, Any]:
+    return {"metric": fc.metric, "times": fc.times, "values": fc.values, "lower": fc.lower,
+            "upper": fc.upper, "crossings": fc.crossings}  # fmt: skip
 
 
 def render_rows(hosts: list[Host], stored_at: float | None = None) -> str:

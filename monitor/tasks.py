@@ -7,7 +7,7 @@ from celery import shared_task
 from django.conf import settings
 from django.utils import timezone
 
-from monitor import ingest, live, polling, retention
+from monitor import analysis, ingest, live, polling, retention
 from monitor.models import Host
 
 
@@ -43,8 +43,10 @@ def poll_hosts(host_ids: list[int]) -> str:
             max_bytes=settings.MAX_CHECKPOINT_BYTES,
         )
     )
-    report = ingest.store_poll_results(hosts, results, timezone.now())
-    live.hosts_updated(report)
+    now = timezone.now()
+    report = ingest.store_poll_results(hosts, results, now)
+    findings = analysis.analyze_stored(report.checkpoints, now)
+    live.hosts_updated(report, findings)
     return f"polled {len(targets)} hosts: {len(report.stored)} stored, {report.failed} failed"
 
 

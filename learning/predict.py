@@ -1,0 +1,279 @@
+"""Predict failures from a window of one host's checkpoints: the one entry point.
+
+    analyze(window, now) -> list[Prediction]
+
+`window` is a list of checkpoint dicts (the documented JSON format, agent/checkpoint.py),
+oldest first; `now` is epoch seconds. Five kinds of evidence are combined per failure type:
+
+1. the named detectors (learning/detectors.py): leaks, exhaustion trends, degradation;
+2. the forecasts (learning/forecast.py): when a key metric crosses its guardrail threshold;
+3. the pattern model (learning/patterns.py), when one is given: what preceded past failures;
+4. the fleet's state graph (learning/state_graph.py), when given: how often hosts in this
+   state fail within the horizon, a prior rather than a verdict;
+5. streaming anomaly detectors (learning/anomaly.py) on latency and throughput, kept per
+   host by HostAnalyzer: unusual behaviour the rules above do not name.
+
+Each source gives a probability for a failure type; they are combined with a weighted
+noisy-OR (independent reasons to fail), the time to failure is the soonest among the
+sources that believe it, and the confidence grows with the number of sources that agree.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from learning import detectors, forecast
+from learning.anomaly import ALARM_THRESHOLD, make_detector
+from learning.prediction import (
+    DEFAULT_HORIZON_S,
+    RECOMMENDED_MITIGATIONS,
+    Evidence,
+    Forecast,
+    Prediction,
+)
+from learning.window import Row, Window, from_rows, row
+
+WINDOW_S = 900.0  # the checkpoints a host's analysis looks back on
+FORECAST_METRICS = ("gpu_mem_used_pct", "kv_cache_usage_pct", "requests_waiting", "itl_p99_s")
+ANOMALY_METRICS = ("itl_p99_s", "ttft_p99_s", "generation_tokens_per_s")
+
+# Probability a detector's finding stands for, by severity; a limit beyond the horizon
+# halves it (the failure is coming, not within the next five minutes).
+SEVERITY_PROBABILITY = {"critical": 0.92, "warning": 0.7, "info": 0.3}
+# A forecast crossing the threshold that defines the failure, within the horizon.
+CROSSING_FAILURE = {
+    ("kv_cache_usage_pct", "kv_cache_full"): "kv_cache_exhausted",
+    ("gpu_mem_used_pct", "gpu_mem_full"): "cuda_oom",
+    ("gpu_temp_c", "thermal_slowdown"): "thermal_throttling",
+}
+CROSSING_PROBABILITY = 0.55
+# The state graph is a base rate for the whole fleet: it counts for less than this host's data.
+GRAPH_WEIGHT = 0.5
+GRAPH_FAILURES = {
+    "failed_cuda_oom": "cuda_oom",
+    "failed_kv_cache_exhausted": "kv_cache_exhausted",
+    "failed_nccl": "nccl_error",
+    "failed_hang": "hang",
+    "failed_engine_dead": "engine_dead",
+    "failed_gpu_hardware": "gpu_hardware",
+    "failed_system_resource": "system_resource",
+}
+ANOMALY_WEIGHT = 0.45
+MIN_PROBABILITY = 0.05  # weaker combined beliefs are not reported
+
+
+@dataclass
+class Analysis:
+    predictions: list[Prediction]
+    forecasts: list[Forecast]
+
+
+@dataclass
+class _Belief:
+    """One source's belief in one failure type."""
+
+    probability: float
+    time_to_failure_s: float | None
+    evidence: Evidence
+    confidence: float | None = None  # the pattern model's own, when it gives one
+
+
+@dataclass
+class HostAnalyzer:
+    """One host's rolling window and streaming anomaly detectors, fed checkpoint by checkpoint.
+
+    The worker keeps one per host, so each analysis costs one checkpoint's work, not a window's.
+    """
+
+    horizon_s: float = DEFAULT_HORIZON_S
+    window_s: float = WINDOW_S
+    _rows: deque[Row] = field(default_factory=deque)
+    _anomaly: dict[str, Any] = field(default_factory=dict)
+    _anomaly_scores: dict[str, float] = field(default_factory=dict)
+
+    def add(self, checkpoint: dict[str, Any]) -> None:
+        """Add the host's next checkpoint (dict); older or repeated ones are ignored."""
+        new = row(checkpoint)
+        if self._rows and new.t <= self._rows[-1].t:
+            return
+        self._rows.append(new)
+        while self._rows and self._rows[0].t < new.t - self.window_s:
+            self._rows.popleft()
+        self._score_anomalies(new)
+
+    def analyze(self, now: float, *, model: Any = None, graph: Any = None) -> Analysis:
+        """Return the predictions and forecasts for the host as of `now`."""
+        if not self._rows:
+            return Analysis([], [])
+        w = from_rows(list(self._rows))
+        forecasts = [forecast.forecast(w, m, now, self.horizon_s) for m in FORECAST_METRICS]
+        beliefs = _beliefs(w, now, self.horizon_s, forecasts, model, graph)
+        beliefs.extend(self._anomaly_beliefs())
+        return Analysis(_combine(beliefs, self.horizon_s), forecasts)
+
+    def _score_anomalies(self, new: Row) -> None:
+        for metric in ANOMALY_METRICS:
+            value = new.value(metric)
+            detector = self._anomaly.setdefault(metric, make_detector())
+            self._anomaly_scores[metric] = detector.score(new.t, value)
+
+    def _anomaly_beliefs(self) -> list[tuple[str, _Belief]]:
+        beliefs = []
+        for metric, score in self._anomaly_scores.items():
+            if score >= ALARM_THRESHOLD:
+                evidence = Evidence(
+                    f"anomaly:{metric}", f"{metric} is unusual for this host", round(score, 3)
+                )
+                beliefs.append(
+                    ("performance_degradation", _Belief(ANOMALY_WEIGHT * score, None, evidence))
+                )
+        return beliefs
+
+
+def analyze(
+    window: Sequence[dict[str, Any]],
+    now: float,
+    *,
+    model: Any = None,
+    graph: Any = None,
+    horizon_s: float = DEFAULT_HORIZON_S,
+) -> list[Prediction]:
+    """Return the predicted failures of the host whose checkpoints (dicts) are in `window`."""
+    analyzer = HostAnalyzer(horizon_s=horizon_s, window_s=math.inf)
+    for checkpoint in sorted(window, key=lambda cp: cp.get("collected_at") or 0.0):
+        analyzer.add(checkpoint)
+    return analyzer.analyze(now, model=model, graph=graph).predictions
+
+
+class PredictiveFailureDetector:
+    """The seed's name for a host's running predictor: feed checkpoints, read predictions."""
+
+    def __init__(self, prediction_horizon: float = DEFAULT_HORIZON_S, *, model: Any = None,
+                 graph: Any = None) -> None:  # fmt: skip
+        self._analyzer = HostAnalyzer(horizon_s=prediction_horizon)
+        self.model, self.graph = model, graph
+
+    def analyze_checkpoint(self, checkpoint: dict[str, Any]) -> list[Prediction]:
+        self._analyzer.add(checkpoint)
+        now = float(checkpoint.get("collected_at") or 0.0)
+        return self._analyzer.analyze(now, model=self.model, graph=self.graph).predictions
+
+
+def _beliefs(
+    w: Window, now: float, horizon_s: float, forecasts: list[Forecast], model: Any, graph: Any
+) -> list[tuple[str, _Belief]]:
+    beliefs = [(f.failure_type, _finding_belief(f, horizon_s)) for f in detectors.detect(w, now)]
+    beliefs += _crossing_beliefs(forecasts, now, horizon_s)
+    beliefs += _crossing_beliefs([forecast.forecast(w, "gpu_temp_c", now, horizon_s)], now,
+                                 horizon_s)  # fmt: skip
+    if model is not None:
+        beliefs += _model_beliefs(model, w, now)
+    if graph is not None:
+        beliefs += _graph_beliefs(graph, w, now, horizon_s)
+    return beliefs
+
+
+def _finding_belief(finding: detectors.Finding, horizon_s: float) -> _Belief:
+    probability = SEVERITY_PROBABILITY[finding.severity]
+    eta = finding.time_to_exhaustion_s
+    if eta is not None and eta > horizon_s:
+        probability *= 0.5
+    return _Belief(probability, eta, finding.evidence())
+
+
+def _crossing_beliefs(
+    forecasts: Sequence[Forecast], now: float, horizon_s: float
+) -> list[tuple[str, _Belief]]:
+    beliefs = []
+    for fc in forecasts:
+        for threshold, at in fc.crossings.items():
+            failure_type = CROSSING_FAILURE.get((fc.metric, threshold))
+            if failure_type is None or at is None or at - now > horizon_s:
+                continue
+            eta = max(at - now, 0.0)
+            evidence = Evidence(
+                f"forecast:{fc.metric}",
+                f"{fc.metric} forecast to reach {threshold} in {eta:.0f} s",
+                eta,
+            )
+            beliefs.append((failure_type, _Belief(CROSSING_PROBABILITY, eta, evidence)))
+    return beliefs
+
+
+def _model_beliefs(model: Any, w: Window, now: float) -> list[tuple[str, _Belief]]:
+    from learning import patterns
+
+    beliefs = []
+    for p in patterns.predict(model, w, now):
+        evidence = p.evidence[0] if p.evidence else Evidence("pattern", "the pattern model")
+        beliefs.append(
+            (p.failure_type, _Belief(p.probability, p.time_to_failure_s, evidence, p.confidence))
+        )
+    return beliefs
+
+
+def _graph_beliefs(
+    graph: Any, w: Window, now: float, horizon_s: float
+) -> list[tuple[str, _Belief]]:
+    state = w.states[-1]
+    elapsed = _time_in_state(w, now)
+    beliefs = []
+    for failed_state, p in graph.failure_probabilities(state, horizon_s, elapsed).items():
+        failure_type = GRAPH_FAILURES.get(failed_state)
+        if failure_type is None or p < 0.01 or state == failed_state:
+            continue
+        evidence = Evidence("state_graph",
+                            f"hosts in {state} reach {failed_state} within {horizon_s:.0f} s "
+                            f"{100 * p:.0f} % of the time", round(p, 3))  # fmt: skip
+        beliefs.append((failure_type, _Belief(GRAPH_WEIGHT * p, None, evidence)))
+    return beliefs
+
+
+def _time_in_state(w: Window, now: float) -> float:
+    state, since = w.states[-1], w.t[-1]
+    for t, s in zip(reversed(w.t), reversed(w.states), strict=True):
+        if s != state:
+            break
+        since = t
+    return max(now - float(since), 0.0)
+
+
+def _combine(beliefs: list[tuple[str, _Belief]], horizon_s: float) -> list[Prediction]:
+    by_type: dict[str, list[_Belief]] = {}
+    for failure_type, belief in beliefs:
+        by_type.setdefault(failure_type, []).append(belief)
+    predictions = [_prediction(t, bs, horizon_s) for t, bs in by_type.items()]
+    kept = [p for p in predictions if p.probability >= MIN_PROBABILITY]
+    return sorted(kept, key=lambda p: p.probability, reverse=True)
+
+
+def _prediction(failure_type: str, beliefs: list[_Belief], horizon_s: float) -> Prediction:
+    miss = 1.0
+    for b in beliefs:
+        miss *= 1.0 - min(max(b.probability, 0.0), 1.0)
+    probability = 1.0 - miss
+    believers = [b for b in beliefs if b.probability >= 0.5 and b.time_to_failure_s is not None]
+    etas = [b.time_to_failure_s for b in believers if b.time_to_failure_s is not None]
+    return Prediction(
+        failure_type=failure_type,
+        probability=round(probability, 4),
+        time_to_failure_s=round(min(etas), 1) if etas else None,
+        confidence=round(_confidence(beliefs), 3),
+        evidence=[b.evidence for b in sorted(beliefs, key=lambda b: -b.probability)],
+        recommended_mitigations=list(RECOMMENDED_MITIGATIONS.get(failure_type, ())),
+        horizon_s=horizon_s,
+    )
+
+
+def _confidence(beliefs: list[_Belief]) -> float:
+    """More agreeing sources, more confidence; the pattern model's own figure caps it."""
+    sources = {b.evidence.source.split(":")[0] for b in beliefs if b.probability >= 0.3}
+    confidence = min(0.35 + 0.2 * len(sources), 0.95)
+    model_confidence = [b.confidence for b in beliefs if b.confidence is not None]
+    if model_confidence:
+        confidence = max(confidence, min(model_confidence))
+    return confidence

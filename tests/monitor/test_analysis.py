@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from agent.checkpoint import decode, encode
+from monitor import analysis, ingest, models_cache, polling
+from monitor.models import Forecast, Host, Prediction
+from tests.factories import GIB, make_checkpoint
+
+pytestmark = pytest.mark.django_db
+T0 = 1_790_000_000.0
+
+
+@pytest.fixture(autouse=True)
+def _fresh_caches() -> None:
+    analysis._analyzers.clear()
+    models_cache.forget()
+
+
+def _poll(host: Host, at: float, **changes) -> analysis.AnalysisReport:  # type: ignore[no-untyped-def]
+    host.refresh_from_db()
+    target = polling.PollTarget(host_id=host.pk, name=host.name, url=host.agent_url, token="t")
+    cp = decode(encode(make_checkpoint(host=host.name, collected_at=at, **changes)))
+    result = polling.PollResult(target=target, elapsed_s=0.01, checkpoint=cp)
+    now = datetime.fromtimestamp(at, tz=UTC)
+    report = ingest.store_poll_results({host.pk: host}, [result], now)
+    return analysis.analyze_stored(report.checkpoints, now)
+
+
+@pytest.fixture
+def host() -> Host:
+    return Host.objects.create(name="gpu-01", agent_url="http://127.0.0.1:1", agent_token="t")
+
+
+def test_it_predicts_a_leak_running_into_oom_and_keeps_one_open_prediction(host: Host) -> None:
+    # 74 GiB flat for two minutes (vLLM's pre-allocation), then +40 MiB/s towards 80 GiB:
+    # about 78 GiB at the end, a minute or so from full.
+    for i in range(46):
+        leaked = max(0, i - 24) * 5 * 40 * 2**20
+        findings = _poll(host, T0 + 5 * i, gpu_memory_used_bytes=74 * GIB + leaked)
+
+    open_rows = list(Prediction.objects.filter(closed_at__isnull=True))
+    assert [p.failure_type for p in open_rows] == ["cuda_oom"]
+    oom = open_rows[0]
+    assert oom.probability >= 0.6 and oom.time_to_failure_s is not None
+    assert 0 < oom.time_to_failure_s < 300
+    assert oom.expected_failure_at is not None
+    assert any(e["source"].startswith("detector:") for e in oom.evidence)
+    assert "lower_gpu_memory_utilization" in oom.recommended_mitigations
+    host.refresh_from_db()
+    assert host.risk == oom.probability and host.top_prediction["failure_type"] == "cuda_oom"
+    forecast = Forecast.objects.get(host=host, metric="gpu_mem_used_pct")
+    assert forecast.values[-1] > forecast.values[0]
+    assert len(forecast.lower) == len(forecast.upper) == len(forecast.values)
+    assert findings.forecasts[host.pk]
+
+
+def test_it_predicts_nothing_for_a_steady_healthy_host(host: Host) -> None:
+    for i in range(60):
+        _poll(host, T0 + 5 * i, kv_cache_usage_pct=30.0 + (i % 3), requests_running=40.0)
+
+    assert not Prediction.objects.exists()
+    host.refresh_from_db()
+    assert host.risk == 0.0
+
+
+def test_it_closes_a_prediction_once_the_leak_is_gone(host: Host) -> None:
+    for i in range(46):
+        leaked = max(0, i - 24) * 5 * 40 * 2**20
+        _poll(host, T0 + 5 * i, gpu_memory_used_bytes=74 * GIB + leaked)
+    assert Prediction.objects.filter(closed_at__isnull=True).exists()
+    # A restart frees the memory; the host runs flat again for five minutes.
+    for i in range(46, 116):
+        _poll(host, T0 + 5 * i, gpu_memory_used_bytes=74 * GIB, agent_started_at=T0 + 300)
+
+    row = Prediction.objects.get(failure_type="cuda_oom")
+    assert row.closed_at is not None and row.outcome == "lapsed"
+    host.refresh_from_db()
+    assert host.risk == 0.0
