@@ -215,7 +215,11 @@ def _gpu_memory(w: Window, start: int) -> tuple[np.ndarray, np.ndarray, float, i
     and its index. Without per-GPU data (a window built from series only), all GPUs summed."""
     cps = w.checkpoints[start:]
     t = w.t[start:]
-    used, total = _per_gpu(cps) if len(cps) == len(t) else (np.zeros((0, 0)), np.zeros((0, 0)))
+    counts = series(w, "gpu_count")[start:]
+    # One GPU (the common case): its series is the sum; no need to read every checkpoint again.
+    single = len(counts) == 0 or not np.nanmax(counts, initial=0.0) > 1
+    per_gpu = not single and len(cps) == len(t)
+    used, total = _per_gpu(cps) if per_gpu else (np.zeros((0, 0)), np.zeros((0, 0)))
     if used.size == 0:
         return t, series(w, "gpu_mem_used_bytes")[start:], newest(w, "gpu_mem_total_bytes"), 0
     gained = _gain_share(used, total)

@@ -37,7 +37,10 @@ from learning.prediction import (
 )
 from learning.window import Row, Window, from_rows, row
 
-WINDOW_S = 900.0  # the checkpoints a host's analysis looks back on
+WINDOW_S = 600.0  # the checkpoints a host's analysis looks back on
+# Polled faster than this, a host's window keeps only the newest checkpoint of each slot:
+# the analysis then costs the same at 1 s polls as at 5 s.
+MIN_SPACING_S = 5.0
 FORECAST_METRICS = ("gpu_mem_used_pct", "kv_cache_usage_pct", "requests_waiting", "itl_p99_s")
 ANOMALY_METRICS = ("itl_p99_s", "ttft_p99_s", "generation_tokens_per_s")
 
@@ -100,6 +103,8 @@ class HostAnalyzer:
         new = row(checkpoint)
         if self._rows and new.t <= self._rows[-1].t:
             return
+        if len(self._rows) >= 2 and new.t - self._rows[-2].t < MIN_SPACING_S:
+            self._rows.pop()  # the slot's newest checkpoint stands for it
         self._rows.append(new)
         while self._rows and self._rows[0].t < new.t - self.window_s:
             self._rows.popleft()

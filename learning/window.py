@@ -56,6 +56,7 @@ def _throttled(cp: dict[str, Any]) -> float | None:
 
 # name -> how to read it from a checkpoint dict. Units are in the names.
 SERIES: dict[str, Getter] = {
+    "gpu_count": lambda cp: float(len(cp.get("gpus") or [])),
     "gpu_mem_used_bytes": _gpus("memory_used_bytes", sum),
     "gpu_mem_total_bytes": _gpus("memory_total_bytes", sum),
     "gpu_mem_used_pct": _gpu_mem_pct,

@@ -39,7 +39,15 @@ def host_series(request: HttpRequest, name: str) -> JsonResponse:
     host = get_object_or_404(Host, name=name)
     window = _window(request)
     since = timezone.now() - timedelta(seconds=WINDOWS_S[window])
-    return JsonResponse({"host": host.name, "window": window, **series.host_series(host.pk, since)})
+    forecasts = [
+        {"metric": f.metric, "times": f.times, "values": f.values, "lower": f.lower,
+         "upper": f.upper, "crossings": f.crossings}
+        for f in host.forecasts.all()
+    ]  # fmt: skip
+    return JsonResponse(
+        {"host": host.name, "window": window, "forecasts": forecasts,
+         **series.host_series(host.pk, since)}
+    )  # fmt: skip
 
 
 @login_required

@@ -10,6 +10,15 @@
     { id: "chart-latency", title: "Latency (s)", keys: ["ttft_p50_s", "ttft_p99_s", "itl_p50_s", "itl_p99_s", "e2e_p50_s", "e2e_p99_s"],
       names: ["TTFT p50", "TTFT p99", "ITL p50", "ITL p99", "E2E p50", "E2E p99"] },
   ];
+  // Forecasts drawn on the charts: metric -> [chart id, scale to the chart's unit].
+  const FORECAST_ON = {
+    gpu_mem_used_pct: null,  // the memory chart is in GB: drawn from the used/total ratio below
+    kv_cache_usage_pct: ["chart-kv", 1],
+    requests_waiting: ["chart-requests", 1],
+    itl_p99_s: ["chart-latency", 1],
+  };
+  const forecastTraces = {};  // chart id -> index of its first forecast trace
+  let lastTotalGb = null;
   const status = document.getElementById("live-status");
   const toDate = (t) => new Date(t * 1000);
 
@@ -29,7 +38,40 @@
     });
   }
 
+  function forecastTrace(fc, scale) {
+    const x = fc.times.map(toDate);
+    const band = {
+      x: x.concat(x.slice().reverse()), y: fc.upper.concat(fc.lower.slice().reverse()).map((v) => v * scale),
+      fill: "toself", fillcolor: "rgba(214,39,40,0.12)", line: { width: 0 }, hoverinfo: "skip",
+      name: fc.metric + " band", showlegend: false, type: "scatter",
+    };
+    const line = { x: x, y: fc.values.map((v) => v * scale), mode: "lines", type: "scatter",
+                   line: { dash: "dot", color: "#d62728" }, name: "forecast" };
+    return [band, line];
+  }
+
+  function drawForecasts(forecasts) {
+    forecasts.forEach((fc) => {
+      let target = FORECAST_ON[fc.metric];
+      if (fc.metric === "gpu_mem_used_pct" && lastTotalGb) target = ["chart-gpu-mem", lastTotalGb / 100];
+      if (!target) return;
+      const [chartId, scale] = target;
+      const element = document.getElementById(chartId);
+      if (!element || !element.data) return;
+      const traces = forecastTrace(fc, scale);
+      if (forecastTraces[chartId] === undefined) {
+        forecastTraces[chartId] = element.data.length;
+        Plotly.addTraces(chartId, traces);
+      } else {
+        const first = forecastTraces[chartId];
+        Plotly.deleteTraces(chartId, [first, first + 1]);
+        Plotly.addTraces(chartId, traces, [first, first + 1]);
+      }
+    });
+  }
+
   function extend(point) {
+    if (point.gpu_mem_total_gb) lastTotalGb = point.gpu_mem_total_gb;
     const t = toDate(point.collected_at);
     CHARTS.forEach((chart) => {
       const update = { x: chart.keys.map(() => [t]), y: chart.keys.map((key) => [point[key]]) };
@@ -47,11 +89,19 @@
       extend(message.point);
       // New transitions, errors, GPU events or a validation report: the server re-rendered them.
       if (message.panels) document.getElementById("host-events").outerHTML = message.panels;
+      if (message.predictions) document.getElementById("host-predictions").outerHTML = message.predictions;
+      if (message.forecasts) drawForecasts(message.forecasts);
     };
     socket.onclose = () => { status.textContent = "reconnecting…"; setTimeout(connect, 2000); };
   }
 
   fetch(`${root.dataset.seriesUrl}?window=${root.dataset.window}`, { credentials: "same-origin" })
     .then((response) => response.json())
-    .then((series) => { draw(series); connect(); });
+    .then((series) => {
+      draw(series);
+      const totals = series.gpu_mem_total_gb.filter((v) => v !== null);
+      if (totals.length) lastTotalGb = totals[totals.length - 1];
+      drawForecasts(series.forecasts);
+      connect();
+    });
 })();
