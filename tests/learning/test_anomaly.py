@@ -163,3 +163,14 @@ def state_size(detector: StreamDetector) -> int:
         return total
 
     return size(detector)
+
+
+def test_it_reports_an_episode_once_not_on_every_sample_of_it() -> None:
+    detector = make_detector()
+    rng = random.Random(5)
+    scores = [detector.score(float(i), 10.0 + rng.gauss(0, 0.5)) for i in range(400)]
+    # A burst of noise: one episode of many unusual samples.
+    scores += [detector.score(float(400 + i), 10.0 + rng.gauss(0, 6.0)) for i in range(20)]
+    alarms = [i for i, s in enumerate(scores) if s >= ALARM_THRESHOLD]
+    assert alarms and min(alarms) >= 400
+    assert len(alarms) <= 3  # the first alarm, and at most a couple of much stronger ones
