@@ -30,6 +30,7 @@ from agent.checkpoint import ERROR_CATEGORIES
 from learning.window import Window
 
 GIB = 1024.0**3
+WINDOW_S = 600.0  # the history one feature vector reads (learning.history.WINDOW_S)
 # NVML's slowdown threshold is not in checkpoints; data-centre GPUs cut clocks near 87 °C
 # (H100/H200/A100 report 87-90), so the headroom is measured to the lower end.
 THERMAL_SLOWDOWN_C = 87.0
@@ -54,9 +55,12 @@ MEAN_SERIES = (
 SLOPE_SERIES = (
     "kv_cache_usage_pct", "gpu_mem_used_bytes", "gpu_temp_c", "requests_waiting",
     "requests_running", "preemptions_per_s", "itl_p99_s", "ttft_p99_s",
-    "generation_tokens_per_s", "process_rss_bytes", "process_open_fds", "gpu_sm_clock_mhz",
+    "generation_tokens_per_s", "prompt_tokens_per_s", "process_rss_bytes", "process_open_fds",
+    "gpu_sm_clock_mhz",
 )  # fmt: skip
-RATIO_SERIES = ("itl_p99_s", "ttft_p99_s", "generation_tokens_per_s", "requests_waiting")
+RATIO_SERIES = (
+    "itl_p99_s", "ttft_p99_s", "generation_tokens_per_s", "prompt_tokens_per_s", "requests_waiting",
+)  # fmt: skip
 DIFF_SERIES = ("gpu_temp_c", "gpu_mem_used_bytes", "kv_cache_usage_pct", "process_rss_bytes")
 SCALE = {
     "gpu_mem_used_bytes": 1 / GIB,
@@ -68,6 +72,7 @@ STARTING = frozenset(
     {"pre_startup", "initializing", "loading_weights", "profiling_memory",
      "allocating_kv_cache", "capturing_cuda_graphs", "starting_api_server"}
 )  # fmt: skip
+UP_STATES = frozenset({"serving", "degraded"})
 GPU_FAULT_KINDS = frozenset(
     {"xid", "ecc_dbe", "remapped_rows_pending", "remapped_rows_failure", "fallen_off_bus"}
 )
@@ -103,17 +108,25 @@ FEATURE_NAMES: tuple[str, ...] = (
     "throttled_fraction_2m", "sm_clock_vs_window_max", "no_progress_fraction_60s",
     "s_since_progress", "unhealthy_fraction_60s",
     *(f"errors_{c}" for c in ERROR_CATEGORIES), "gpu_fault_events", "thermal_events",
-    *(f"state_{g}" for g in STATE_GROUPS), "failed_fraction", "window_s", "age_s",
+    *(f"state_{g}" for g in STATE_GROUPS), "failed_fraction", "age_s",
 )  # fmt: skip
 INDEX = {name: i for i, name in enumerate(FEATURE_NAMES)}
 
 
 def features(w: Window, now: float) -> np.ndarray:
-    """Return the features of window `w` as of `now` (epoch s), in FEATURE_NAMES order."""
-    if len(w) == 0:
+    """Return the features of window `w` as of `now` (epoch s), in FEATURE_NAMES order.
+
+    Only the last WINDOW_S of `w` is read, whatever its length, so a longer window (the
+    analysis keeps 15 minutes) gives the same features as the training windows. The figures
+    are read since the server last came up: a restart starts them again (a trend across it
+    compares two processes), while errors and states are counted over the whole window.
+    """
+    first = _start(w.t, now - WINDOW_S)
+    if first >= len(w):
         return np.full(len(FEATURE_NAMES), math.nan)
-    m = np.vstack([w.series[name] for name in _USED]) * _SCALES[:, None]
-    t = w.t
+    up = max(first, _since_up(w.states))
+    m = np.vstack([w.series[name][up:] for name in _USED]) * _SCALES[:, None]
+    t = w.t[up:]
     now_col = m[:, -1]
     parts = [
         now_col[[_ROW[s] for s in NOW_SERIES]],
@@ -124,9 +137,18 @@ def features(w: Window, now: float) -> np.ndarray:
     parts.append(_baseline_features(m, t, now))
     parts.append(_limits(now_col, slopes))
     parts.append(_health(m, t, now))
-    parts.append(_events(w.checkpoints))
-    parts.append(_state(w.states, t, now))
+    parts.append(_events(w.checkpoints[first:]))
+    parts.append(_state(w.states[first:], t, now))
     return np.concatenate(parts)
+
+
+def _since_up(states: list[str]) -> int:
+    """Return the index from which the server has been up (serving or degraded) without a
+    break; the whole window when it is not up now."""
+    i = len(states)
+    while i > 0 and states[i - 1] in UP_STATES:
+        i -= 1
+    return i if i < len(states) else 0
 
 
 def _start(t: np.ndarray, t0: float) -> int:
@@ -273,4 +295,6 @@ def _state(states: list[str], t: np.ndarray, now: float) -> np.ndarray:
     )
     failed = sum(s.startswith("failed_") for s in states) / len(states)
     one_hot = [float(g == group) for g in STATE_GROUPS]
-    return np.array([*one_hot, failed, float(t[-1] - t[0]), now - float(t[-1])])
+    # Not the window's span: how long the agent has watched says nothing about a failure,
+    # and in scenario timelines it would stand in for the uptime a failure comes at.
+    return np.array([*one_hot, failed, now - float(t[-1])])

@@ -10,8 +10,9 @@ ground truth for the evaluation: simulator/history.py):
     classified errors          GPU faults (illegal access, XID) and host resources
     GPU events                 XIDs, double-bit ECC, pending or failed row remaps, a lost GPU
     metric conditions          the failures that do not crash vLLM: a preemption storm
-                               (KV cache exhausted), thermal clock cuts, no forward progress
-                               with requests running (a hang)
+                               (PREEMPTION_STORM preemptions within STORM_S: the KV cache is
+                               exhausted; it starts at the first of them), thermal clock
+                               cuts, no forward progress with requests running (a hang)
     incidents                  FailureEvents passed in by the caller (operators' records)
 
 A failure is an episode: it starts once and is ongoing until it clears (the server serves
@@ -29,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from learning.features import WINDOW_S
 from learning.prediction import DEFAULT_HORIZON_S, FAILURE_TYPES
 from learning.window import Window, window
 
@@ -60,8 +62,11 @@ UP_STATES = frozenset({"serving", "degraded"})  # a server that answers: worth p
 # the agent's stall_after_s), and one gone for CLEAR_S is over.
 CONDITION_CHECKPOINTS = 3
 CLEAR_S = 60.0
-WINDOW_S = 600.0
-MIN_WINDOW_CHECKPOINTS = 6
+# A preemption storm: this many preemptions within STORM_S (a few are normal under load).
+PREEMPTION_STORM = 5
+STORM_S = 60.0
+# A host watched for less than this has no history to read a pattern in.
+MIN_HISTORY_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,20 +140,40 @@ def labelled_windows(
     if failures is None:
         failures = failures_in(checkpoints)
     ends = _sample_ends(whole, every_s)
-    windows = [_slice(whole, end, window_s) for end in ends]
+    windows = [trailing(whole, end, window_s) for end in ends]
     return windows, labels_at([float(whole.t[end]) for end in ends], failures, horizon_s)
+
+
+def training_set(
+    histories: Iterable[tuple[str, Sequence[dict[str, Any]]]],
+    *,
+    horizon_s: float = DEFAULT_HORIZON_S,
+    every_s: float = 10.0,
+) -> tuple[list[Window], list[Label], list[str]]:
+    """Return the labelled windows of several hosts' histories, each given as (group name,
+    checkpoints), with the group of each window (held-out splits keep a group whole)."""
+    windows: list[Window] = []
+    labels: list[Label] = []
+    groups: list[str] = []
+    for group, checkpoints in histories:
+        w, lb = labelled_windows(checkpoints, horizon_s=horizon_s, every_s=every_s)
+        windows += w
+        labels += lb
+        groups += [group] * len(w)
+    return windows, labels, groups
 
 
 def _sample_ends(w: Window, every_s: float) -> list[int]:
     ends, last = [], -math.inf
     for i, (t, state) in enumerate(zip(w.t, w.states, strict=True)):
-        if i + 1 >= MIN_WINDOW_CHECKPOINTS and state in UP_STATES and t - last >= every_s:
+        if t - w.t[0] >= MIN_HISTORY_S and state in UP_STATES and t - last >= every_s:
             ends.append(i)
             last = t
     return ends
 
 
-def _slice(w: Window, end: int, window_s: float) -> Window:
+def trailing(w: Window, end: int, window_s: float = WINDOW_S) -> Window:
+    """Return the part of `w` that ends at index `end` and spans at most `window_s`."""
     start = int(np.searchsorted(w.t, w.t[end] - window_s, side="left"))
     stop = end + 1
     return Window(
@@ -243,32 +268,63 @@ def _next_restart(w: Window, i: int) -> float | None:
 def _conditions(w: Window) -> list[FailureEvent]:
     up = np.array([s in UP_STATES for s in w.states])
     running = np.nan_to_num(w["requests_running"]) > 0
+    preempting = (np.nan_to_num(w["preemptions_per_s"]) > 0) & up
+    throttled = (np.nan_to_num(w["gpu_throttled"]) > 0) & up
+    stalled = (w["forward_progress"] == 0) & running & up
     conditions = {
-        "kv_cache_exhausted": (np.nan_to_num(w["preemptions_per_s"]) > 0) & up,
-        "thermal_throttling": (np.nan_to_num(w["gpu_throttled"]) > 0) & up,
-        "hang": (w["forward_progress"] == 0) & running & up,
+        "kv_cache_exhausted": (preempting, _storm_onsets(w, preempting)),
+        "thermal_throttling": (throttled, _streak_onsets(w.t, throttled)),
+        "hang": (stalled, _streak_onsets(w.t, stalled)),
     }
     found = []
-    for failure_type, holds in conditions.items():
-        for start, end in _episodes(w.t, holds, up):
+    for failure_type, (holds, onsets) in conditions.items():
+        for start, end in _episodes(w.t, holds, onsets, up):
             found.append(FailureEvent(failure_type, start, end, f"metric:{failure_type}"))
     return found
 
 
-def _episodes(t: np.ndarray, holds: np.ndarray, up: np.ndarray) -> list[tuple[float, float | None]]:
-    """Return (start, end) of each run of CONDITION_CHECKPOINTS or more checkpoints where
-    `holds`; it ends once it has not held for CLEAR_S, or when the server goes down."""
-    episodes: list[tuple[float, float | None]] = []
-    start, last_held, streak = None, -math.inf, 0
+def _streak_onsets(t: np.ndarray, holds: np.ndarray) -> np.ndarray:
+    """Return, per checkpoint, the start of the streak of CONDITION_CHECKPOINTS or more
+    checkpoints where `holds` that it ends (NaN where there is none)."""
+    onsets = np.full(len(t), math.nan)
+    streak = 0
     for i in range(len(t)):
         streak = streak + 1 if holds[i] else 0
+        if streak >= CONDITION_CHECKPOINTS:
+            onsets[i] = t[i - streak + 1]
+    return onsets
+
+
+def _storm_onsets(w: Window, preempting: np.ndarray) -> np.ndarray:
+    """Return, per checkpoint, the first preemption of a storm (PREEMPTION_STORM within
+    STORM_S) going on there (NaN where there is none)."""
+    t = w.t
+    gaps = np.diff(t, prepend=t[0] - 5.0)
+    counts = np.nan_to_num(w["preemptions_per_s"]) * gaps
+    onsets = np.full(len(t), math.nan)
+    for i in range(len(t)):
+        recent = (t > t[i] - STORM_S) & (t <= t[i])
+        if counts[recent].sum() >= PREEMPTION_STORM:
+            onsets[i] = t[recent & preempting][0]
+    return onsets
+
+
+def _episodes(
+    t: np.ndarray, holds: np.ndarray, onsets: np.ndarray, up: np.ndarray
+) -> list[tuple[float, float | None]]:
+    """Return (start, end) of each episode: one starts where `onsets` has a time, and ends
+    once `holds` has been false for CLEAR_S, or when the server goes down."""
+    episodes: list[tuple[float, float | None]] = []
+    start: float | None = None
+    last_held = -math.inf
+    for i in range(len(t)):
         if start is not None and (not up[i] or (not holds[i] and t[i] - last_held >= CLEAR_S)):
             episodes.append((start, float(t[i])))
             start = None
         if holds[i]:
             last_held = float(t[i])
-        if start is None and streak >= CONDITION_CHECKPOINTS:
-            start = float(t[i - CONDITION_CHECKPOINTS + 1])
+        if start is None and not math.isnan(onsets[i]):
+            start = float(onsets[i])
     if start is not None:
         episodes.append((start, None))
     return episodes

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.checkpoint import to_dict
-from learning.history import FailureEvent
+from learning.history import PREEMPTION_STORM, STORM_S, FailureEvent
 from simulator.engine import Phase, SimulatedVllm
 from simulator.fleet import TICK_S, SimulatedClock
 from simulator.gpu import HW_THERMAL_SLOWDOWN, SW_THERMAL_SLOWDOWN
@@ -45,8 +45,6 @@ from simulator.scenario import GPU_HEALTH_KINDS, Effect, Scenario, load_scenario
 
 CHECKPOINT_EVERY_S = 5.0
 EPOCH = 1_781_503_200.0  # 2026-06-15 06:00 UTC, as the simulator's reference sample
-PREEMPTION_STORM = 5
-STORM_S = 60.0
 CLEAR_S = 60.0
 FAILURE_SCENARIOS = (
     "kv_cache_exhaustion",
@@ -67,9 +65,15 @@ VARIATION = {
     "ramp_s": (0.6, 1.6),
     "timeout_s": (0.8, 1.25),
     "rate_rps": (0.8, 1.2),
+    "repeat_every_s": (0.8, 2.5),  # a repeating timeline's period: no clock to learn
+    "swing_period_s": (0.5, 2.0),
+    "swing": (0.5, 1.5),
 }
-SHIFT_S = (-15.0, 45.0)  # when the timeline's effects start, moved together
+# When the timeline's effects start, moved together (as far as a repeating timeline's
+# period allows), so that failures do not always come at the same uptime.
+SHIFT_S = (-60.0, 600.0)
 MULTIPLIER_SPREAD = (0.8, 1.2)  # of a multiplier's excess over 1
+REPLAY_SHARE = 0.5  # varied runs whose timeline replays after a restart (else it is cured)
 
 
 @dataclass
@@ -116,7 +120,7 @@ def _simulate_job(job: tuple[str, int, float, bool]) -> Run:
 
 
 async def _simulate(name: str, seed: int, duration_s: float, vary: bool) -> Run:
-    scenario, variation = load_scenario(name), {}
+    scenario, variation = load_scenario(name), dict[str, float]()
     if vary:
         scenario, variation = varied(scenario, random.Random(f"vary:{name}:{seed}"))
     clock = SimulatedClock(EPOCH)
@@ -150,25 +154,53 @@ def varied(scenario: Scenario, rng: random.Random) -> tuple[Scenario, dict[str, 
         k: math.exp(rng.uniform(math.log(lo), math.log(hi))) for k, (lo, hi) in VARIATION.items()
     }
     spread = rng.uniform(*MULTIPLIER_SPREAD)
-    shift = rng.uniform(*SHIFT_S)
-    shift = max(shift, 10.0 - min((e.at_s for e in scenario.effects), default=10.0))
-    effects = tuple(_varied_effect(e, factors, spread, shift) for e in scenario.effects)
-    load = dataclasses.replace(scenario.load, rate_rps=scenario.load.rate_rps * factors["rate_rps"])
-    changed = dataclasses.replace(
-        scenario, effects=effects, events=one_off_events(effects), load=load
+    effects = tuple(_varied_effect(e, factors, spread) for e in scenario.effects)
+    period = scenario.repeat_every_s * factors["repeat_every_s"]
+    scenario = dataclasses.replace(scenario, repeat_every_s=period)
+    shift = rng.uniform(*_shift_range(scenario, effects))
+    effects = tuple(dataclasses.replace(e, at_s=e.at_s + shift, until_s=_later(e.until_s, shift))
+                    for e in effects)  # fmt: skip
+    replay = scenario.replay_after_restart and rng.random() < REPLAY_SHARE
+    load = dataclasses.replace(
+        scenario.load,
+        **{
+            k: getattr(scenario.load, k) * factors[k]
+            for k in ("rate_rps", "swing_period_s", "swing")
+        },
     )
-    return changed, {**factors, "multiplier_spread": spread, "shift_s": shift}
+    changed = dataclasses.replace(
+        scenario, effects=effects, events=one_off_events(effects), load=load,
+        replay_after_restart=replay,
+    )  # fmt: skip
+    return changed, {**factors, "multiplier_spread": spread, "shift_s": shift, "replay": replay}
 
 
-def _varied_effect(e: Effect, factors: dict[str, float], spread: float, shift: float) -> Effect:
+def _shift_range(scenario: Scenario, effects: tuple[Effect, ...]) -> tuple[float, float]:
+    """Return how far the effects may move: not before 10 s of uptime, and a repeating
+    timeline's effects (ramps included) must still end within its period."""
+    if not effects:
+        return 0.0, 0.0
+    low = max(SHIFT_S[0], 10.0 - min(e.at_s for e in effects))
+    high = SHIFT_S[1]
+    if scenario.repeat_every_s > 0:
+        ends = [(e.until_s or e.at_s) + e.params.get("ramp_s", 0.0) for e in effects]
+        high = min(high, scenario.repeat_every_s - max(ends))
+    return low, max(low, high)
+
+
+def _later(t: float | None, shift: float) -> float | None:
+    return None if t is None else t + shift
+
+
+def _varied_effect(e: Effect, factors: dict[str, float], spread: float) -> Effect:
+    """Return `e` with its numbers varied by `factors` and its multiplier by `spread`."""
     params = dict(e.params)
     for key in ("mib_per_s", "gib", "temp_rise_c", "ramp_s", "timeout_s"):
         if isinstance(params.get(key), int | float) and params[key]:
             params[key] = params[key] * factors[key]
     if "multiplier" in params:
         params["multiplier"] = 1.0 + (params["multiplier"] - 1.0) * spread
-    until = e.until_s + shift if e.until_s is not None else None
-    return Effect(e.kind, e.at_s + shift, until, params)
+    return dataclasses.replace(e, params=params)
 
 
 # ---------------------------------------------------------------- ground truth
@@ -208,8 +240,11 @@ class _Truth:
             self._begin("gpu_hardware", now)
         self._watch_death(now)
         self._watch_stall(now)
-        self._watch_condition("thermal_throttling", self._thermal(), now)
-        self._watch_condition("kv_cache_exhausted", self._storm(now), now)
+        hot = self._thermal()
+        self._watch_condition("thermal_throttling", hot, hot, now)
+        preempted = self._count_preemptions(now)
+        storm = len(self._preemptions) >= PREEMPTION_STORM
+        self._watch_condition("kv_cache_exhausted", storm, preempted, now)
 
     def events(self) -> list[FailureEvent]:
         """Return every failure found, the ones still going with no end."""
@@ -245,23 +280,26 @@ class _Truth:
     def _thermal(self) -> bool:
         return any(g.clocks_event_reasons & THERMAL_BITS for g in self.sim.gpus)
 
-    def _storm(self, now: float) -> bool:
+    def _count_preemptions(self, now: float) -> bool:
+        """Keep the times of the preemptions of the last STORM_S; True if this step had one."""
         run = self.sim.run
         stats = run.stats if run is not None else None
         count = stats.preemptions if stats is not None else 0
         if count < self._counted:  # a new process: its counters start again
             self._counted = 0
-        self._preemptions += [now] * (count - self._counted)
+        new = count - self._counted
+        self._preemptions += [now] * new
         self._counted = count
         self._preemptions = [t for t in self._preemptions if t > now - STORM_S]
-        return len(self._preemptions) >= PREEMPTION_STORM
+        return new > 0
 
-    def _watch_condition(self, failure_type: str, holds: bool, now: float) -> None:
-        if holds:
+    def _watch_condition(self, failure_type: str, starts: bool, active: bool, now: float) -> None:
+        """Begin an episode when `starts`; end it once not `active` for CLEAR_S."""
+        if active:
             self._last_seen[failure_type] = now
-            if failure_type not in self._open:
-                start = self._preemptions[0] if failure_type == "kv_cache_exhausted" else now
-                self._begin(failure_type, start)
+        if starts and failure_type not in self._open:
+            start = self._preemptions[0] if failure_type == "kv_cache_exhausted" else now
+            self._begin(failure_type, start)
         elif now - self._last_seen.get(failure_type, -math.inf) >= CLEAR_S:
             self._close(failure_type, now)
 
