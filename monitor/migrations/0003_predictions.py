@@ -5,67 +5,110 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('monitor', '0002_agent_events'),
+        ("monitor", "0002_agent_events"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='LearnedModel',
+            name="LearnedModel",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kind', models.CharField(max_length=40)),
-                ('version', models.PositiveIntegerField()),
-                ('model_format', models.PositiveIntegerField()),
-                ('library_version', models.CharField(max_length=40)),
-                ('created_at', models.DateTimeField()),
-                ('card', models.JSONField(default=dict)),
-                ('blob', models.BinaryField()),
-                ('active', models.BooleanField(default=False)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("kind", models.CharField(max_length=40)),
+                ("version", models.PositiveIntegerField()),
+                ("model_format", models.PositiveIntegerField()),
+                ("library_version", models.CharField(max_length=40)),
+                ("created_at", models.DateTimeField()),
+                ("card", models.JSONField(default=dict)),
+                ("blob", models.BinaryField()),
+                ("active", models.BooleanField(default=False)),
             ],
             options={
-                'ordering': ['-created_at'],
-                'constraints': [models.UniqueConstraint(fields=('kind', 'version'), name='learned_model_version')],
+                "ordering": ["-created_at"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("kind", "version"), name="learned_model_version"
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='Forecast',
+            name="Forecast",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('metric', models.CharField(max_length=60)),
-                ('made_at', models.DateTimeField()),
-                ('times', models.JSONField(default=list)),
-                ('values', models.JSONField(default=list)),
-                ('lower', models.JSONField(default=list)),
-                ('upper', models.JSONField(default=list)),
-                ('crossings', models.JSONField(default=dict)),
-                ('host', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='forecasts', to='monitor.host')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("metric", models.CharField(max_length=60)),
+                ("made_at", models.DateTimeField()),
+                ("times", models.JSONField(default=list)),
+                ("values", models.JSONField(default=list)),
+                ("lower", models.JSONField(default=list)),
+                ("upper", models.JSONField(default=list)),
+                ("crossings", models.JSONField(default=dict)),
+                (
+                    "host",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="forecasts",
+                        to="monitor.host",
+                    ),
+                ),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('host', 'metric'), name='forecast_one_per_metric')],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("host", "metric"), name="forecast_one_per_metric"
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='Prediction',
+            name="Prediction",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('failure_type', models.CharField(max_length=40)),
-                ('probability', models.FloatField()),
-                ('confidence', models.FloatField()),
-                ('time_to_failure_s', models.FloatField(blank=True, null=True)),
-                ('expected_failure_at', models.DateTimeField(blank=True, null=True)),
-                ('evidence', models.JSONField(default=list)),
-                ('recommended_mitigations', models.JSONField(default=list)),
-                ('first_predicted_at', models.DateTimeField()),
-                ('updated_at', models.DateTimeField()),
-                ('closed_at', models.DateTimeField(blank=True, null=True)),
-                ('outcome', models.CharField(blank=True, max_length=20)),
-                ('host', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='predictions', to='monitor.host')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("failure_type", models.CharField(max_length=40)),
+                ("probability", models.FloatField()),
+                ("confidence", models.FloatField()),
+                ("time_to_failure_s", models.FloatField(blank=True, null=True)),
+                ("expected_failure_at", models.DateTimeField(blank=True, null=True)),
+                ("evidence", models.JSONField(default=list)),
+                ("recommended_mitigations", models.JSONField(default=list)),
+                ("first_predicted_at", models.DateTimeField()),
+                ("updated_at", models.DateTimeField()),
+                ("closed_at", models.DateTimeField(blank=True, null=True)),
+                ("outcome", models.CharField(blank=True, max_length=20)),
+                (
+                    "host",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="predictions",
+                        to="monitor.host",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-probability'],
-                'indexes': [models.Index(fields=['host', '-updated_at'], name='prediction_host_time'), models.Index(condition=models.Q(('closed_at__isnull', True)), fields=['host'], name='prediction_open')],
+                "ordering": ["-probability"],
+                "indexes": [
+                    models.Index(fields=["host", "-updated_at"], name="prediction_host_time"),
+                    models.Index(
+                        condition=models.Q(("closed_at__isnull", True)),
+                        fields=["host"],
+                        name="prediction_open",
+                    ),
+                ],
             },
         ),
     ]

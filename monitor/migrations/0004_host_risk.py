@@ -4,20 +4,19 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('monitor', '0003_predictions'),
+        ("monitor", "0003_predictions"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='host',
-            name='risk',
+            model_name="host",
+            name="risk",
             field=models.FloatField(default=0.0),
         ),
         migrations.AddField(
-            model_name='host',
-            name='top_prediction',
+            model_name="host",
+            name="top_prediction",
             field=models.JSONField(blank=True, default=dict),
         ),
     ]
