@@ -44,5 +44,7 @@ bench: $(INSTALLED)
 	$(PY) bench/ingest --replay --agents 1000
 	$(PY) bench/agent_cost.py --checkpoints 30 --interval-s 1.0
 
+evaluate:: ; @$(MAKE) --no-print-directory $(INSTALLED) && $(PY) evaluate/run
+
 clean:
 	rm -rf $(VENV) .sentinel
