@@ -185,13 +185,14 @@ def train(
     provenance: str = "",
     version: int = 1,
     seed: int = 0,
+    min_episodes: int = MIN_EPISODES,
 ) -> PatternModel:
     """Return a model trained on `windows` and their `labels`, evaluated on held-out runs.
 
     1. Features of every window as of its newest checkpoint.
     2. Whole runs (`groups`, named "stratum/run", e.g. "memory_leak_oom/7") are held out,
        HELD_OUT_SHARE of each stratum, so every kind of run is in the evaluation.
-    3. Per failure type seen failing MIN_EPISODES times: a classifier on the type's features,
+    3. Per failure type seen failing `min_episodes` times: a classifier on the type's features,
        calibrated on out-of-fold scores (CALIBRATION_FOLDS folds of whole runs, isotonic),
        and a regressor of the seconds to failure.
     4. The trees are compiled (and checked against scikit-learn), the held-out figures and
@@ -205,7 +206,7 @@ def train(
     held = _held_out(names, seed)
     episodes = _episode_keys(windows, labels, names)
     folds = _folds(names, held, seed)
-    heads, type_models, skipped = _fit_types(x, labels, folds, episodes, seed)
+    heads, type_models, skipped = _fit_types(x, labels, folds, episodes, seed, min_episodes)
     forest = _compile(heads)
     _check_compiled(forest, heads, x[~held][:200])
     train_labels = [labels[i] for i in np.flatnonzero(~held).tolist()]
@@ -268,6 +269,7 @@ def _fit_types(
     folds: np.ndarray,
     episodes: dict[str, np.ndarray],
     seed: int,
+    min_episodes: int,
 ) -> tuple[list[_Head], dict[str, TypeModel], dict[str, str]]:
     """Fit each type's classifier and regressor on its features; return the heads, the type
     models, and why the other types have none."""
@@ -280,8 +282,8 @@ def _fit_types(
         positive = ~np.isnan(ttf)
         positives = int(np.count_nonzero(positive & usable))
         seen = len(set(episodes[failure_type][usable & positive].tolist()))
-        if seen < MIN_EPISODES or positives == int(np.count_nonzero(usable)):
-            skipped[failure_type] = f"{seen} failures in the training runs (< {MIN_EPISODES})"
+        if seen < min_episodes or positives == int(np.count_nonzero(usable)):
+            skipped[failure_type] = f"{seen} failures in the training runs (< {min_episodes})"
             continue
         cols = feature_columns(failure_type)
         classifier = _classifier(x[usable][:, cols], positive[usable], seed)

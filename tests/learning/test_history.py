@@ -1,0 +1,128 @@
+"""Failures read from checkpoints, labelled windows, and the simulator's ground truth."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from agent.checkpoint import ErrorEvent, Transition, to_dict
+from agent.lifecycle import LifecycleState as S
+from learning.history import (
+    FailureEvent,
+    failures_in,
+    labelled_windows,
+    labels_at,
+    training_set,
+)
+from simulator.history import simulate, varied
+from simulator.scenario import load_scenario
+from tests.factories import make_checkpoint
+
+T0 = 1_781_503_200.0
+
+
+def _history(states: list[S], **per_index: dict[str, Any]) -> list[dict[str, Any]]:
+    """Return checkpoint dicts 5 s apart in `states`; `per_index["i7"]` changes the 8th."""
+    found = []
+    for i, state in enumerate(states):
+        changes = per_index.get(f"i{i}", {})
+        cp = make_checkpoint(collected_at=T0 + 5 * i, lifecycle_state=state, **changes)
+        found.append(to_dict(cp))
+    return found
+
+
+def test_it_names_a_death_by_its_strongest_cause_and_ends_it_when_serving_again() -> None:
+    oom = ErrorEvent(category="cuda_oom", message="torch.OutOfMemoryError", first_seen_at=T0 + 49)
+    died = Transition(id=1, at=T0 + 48, from_state=S.SERVING, to_state=S.FAILED_ENGINE_DEAD,
+                      trigger="EngineDeadError")  # fmt: skip
+    states = [S.SERVING] * 10 + [S.FAILED_ENGINE_DEAD, S.FAILED_CUDA_OOM, S.INITIALIZING]
+    checkpoints = _history(
+        states + [S.SERVING] * 3, i10={"transitions": [died]}, i11={"errors": [oom]}
+    )
+
+    (failure,) = failures_in(checkpoints)
+
+    assert failure.failure_type == "cuda_oom"
+    assert failure.started_at == T0 + 48  # when the agent saw it fail, not the next poll
+    assert failure.ended_at == T0 + 65  # serving again
+    assert failure.source == "lifecycle:failed_engine_dead"
+
+
+def test_it_finds_a_preemption_storm_but_not_a_few_preemptions() -> None:
+    few = {"vllm": None}  # unreachable checkpoints break nothing
+    calm = _history([S.SERVING] * 30, i3=few)
+    for cp in calm[10:12]:
+        cp["vllm"]["rates"]["preemptions_per_s"] = 0.2  # 2 preemptions: no storm
+    stormy = _history([S.SERVING] * 40)
+    for cp in stormy[12:20]:
+        cp["vllm"]["rates"]["preemptions_per_s"] = 0.4  # 16 within 40 s
+
+    assert failures_in(calm) == []
+    (storm,) = failures_in(stormy)
+    assert storm.failure_type == "kv_cache_exhausted"
+    assert storm.started_at == T0 + 60  # the first preemption of the storm
+    assert storm.ended_at == T0 + 95 + 60  # clear for a minute
+
+
+def test_it_finds_thermal_throttling_and_a_hang_from_three_checkpoints_in_a_row() -> None:
+    checkpoints = _history([S.SERVING] * 20)
+    for cp in checkpoints[5:9]:
+        cp["gpus"][0]["throttle_reasons"] = ["sw_thermal_slowdown"]
+    for cp in checkpoints[12:14]:
+        cp["vllm"]["forward_progress"] = False  # two: not yet a hang
+
+    (hot,) = failures_in(checkpoints)
+    assert (hot.failure_type, hot.started_at) == ("thermal_throttling", T0 + 25)
+
+
+def test_it_labels_windows_with_the_time_to_each_failure_and_what_is_going_on() -> None:
+    failures = [
+        FailureEvent("cuda_oom", T0 + 400, T0 + 430, "test"),
+        FailureEvent("thermal_throttling", T0 + 50, T0 + 150, "test"),
+    ]
+    before, during, after = labels_at([T0 + 200, T0 + 410, T0 + 500], failures, 300.0)
+
+    assert before.time_to_failure_s == {"cuda_oom": 200.0} and before.ongoing == frozenset()
+    assert during.time_to_failure_s == {} and during.ongoing == {"cuda_oom"}
+    assert after.time_to_failure_s == {} and after.ongoing == frozenset()
+
+
+def test_it_samples_only_serving_hosts_with_a_minute_of_history() -> None:
+    states = [S.LOADING_WEIGHTS] * 4 + [S.SERVING] * 40 + [S.FAILED_CUDA_OOM] * 4
+    windows, labels = labelled_windows(_history(states), every_s=10.0)
+
+    assert windows and len(windows) == len(labels)
+    assert all(w.states[-1] == "serving" for w in windows)
+    assert windows[0].t[-1] - T0 >= 60.0
+    assert all(w.t[-1] - w.t[0] <= 600.0 for w in windows)
+
+
+def test_it_builds_a_training_set_that_keeps_each_run_in_its_group() -> None:
+    runs = [("healthy/1", _history([S.SERVING] * 30)), ("healthy/2", _history([S.SERVING] * 30))]
+    windows, labels, groups = training_set(runs, every_s=30.0)
+    assert len(windows) == len(labels) == len(groups)
+    assert set(groups) == {"healthy/1", "healthy/2"}
+
+
+def test_it_reads_the_same_oom_from_the_checkpoints_as_the_simulator_records() -> None:
+    run = simulate("memory_leak_oom", 1, 260.0, vary=False)
+
+    (truth,) = [f for f in run.truth if f.failure_type == "cuda_oom"]
+    (seen,) = [f for f in failures_in(run.checkpoints) if f.failure_type == "cuda_oom"]
+    assert 150 < truth.started_at - run.epoch < 220  # the leak fills the headroom in minutes
+    assert abs(seen.started_at - truth.started_at) <= 5.0
+    assert run.checkpoints[-1]["collected_at"] == run.epoch + 260.0  # the simulated clock
+
+
+def test_it_varies_a_scenario_by_seed_within_its_repeating_period() -> None:
+    thermal = load_scenario("thermal_throttling")
+    one, factors = varied(thermal, random.Random(1))
+    again, _ = varied(thermal, random.Random(1))
+    other, _ = varied(thermal, random.Random(2))
+
+    assert one == again and one != other
+    (cooling,) = one.effects
+    assert cooling.params["temp_rise_c"] == 45.0 * factors["temp_rise_c"]
+    assert one.repeat_every_s == 420.0 * factors["repeat_every_s"]
+    assert cooling.until_s is not None
+    assert cooling.until_s + cooling.params["ramp_s"] <= one.repeat_every_s
