@@ -39,6 +39,9 @@ LOOKBACKS_S = {"30s": 30.0, "2m": 120.0, "5m": 300.0}
 BASELINE_GAP_S = 120.0
 RECENT_S = 30.0
 PROGRESS_S = 60.0
+AHEAD_S = 300.0  # the prediction horizon (learning.prediction.DEFAULT_HORIZON_S)
+# Series extrapolated linearly, and the lookback of each line.
+LINEAR = {"kv_cache_usage_pct": 120.0, "gpu_temp_c": 120.0, "gpu_mem_used_bytes": 300.0}
 
 # Series (learning.window.SERIES names) and their scale: GPU and process memory in GiB.
 NOW_SERIES = (
@@ -105,6 +108,7 @@ FEATURE_NAMES: tuple[str, ...] = (
     *(f"vs_baseline_diff_{_unit(s)}" for s in DIFF_SERIES),
     "s_to_kv_cache_full", "s_to_gpu_mem_full_2m", "s_to_gpu_mem_full_5m", "s_to_thermal_slowdown",
     "gpu_mem_headroom_gib", "gpu_temp_headroom_c", "kv_cache_headroom_pct",
+    *(f"linear_{_unit(s)}_in_{AHEAD_S:g}s" for s in LINEAR),
     "throttled_fraction_2m", "sm_clock_vs_window_max", "no_progress_fraction_60s",
     "s_since_progress", "unhealthy_fraction_60s",
     *(f"errors_{c}" for c in ERROR_CATEGORIES), "gpu_fault_events", "thermal_events",
@@ -136,6 +140,7 @@ def features(w: Window, now: float) -> np.ndarray:
     parts.append(slopes.ravel())
     parts.append(_baseline_features(m, t, now))
     parts.append(_limits(now_col, slopes))
+    parts.append(_linear(m, t, now))
     parts.append(_health(m, t, now))
     parts.append(_events(w.checkpoints[first:]))
     parts.append(_state(w.states[first:], t, now))
@@ -225,6 +230,24 @@ def _limits(now_col: np.ndarray, slopes: np.ndarray) -> np.ndarray:
             kv_headroom,
         ]
     )
+
+
+def _linear(m: np.ndarray, t: np.ndarray, now: float) -> np.ndarray:
+    """Return where a least-squares line through each LINEAR series' lookback reaches
+    AHEAD_S from now: Prometheus' predict_linear, which operators alert on."""
+    found = []
+    for name, lookback_s in LINEAR.items():
+        start = _start(t, now - lookback_s)
+        y, x = m[_ROW[name], start:], t[start:] - now
+        known = ~np.isnan(y)
+        y, x = y[known], x[known]
+        spread = float(((x - x.mean()) ** 2).sum()) if len(x) >= 3 else 0.0
+        if spread <= 0:
+            found.append(math.nan)
+            continue
+        slope = float(((x - x.mean()) * (y - y.mean())).sum()) / spread
+        found.append(float(y.mean() + slope * (AHEAD_S - x.mean())))
+    return np.array(found)
 
 
 def _time_to(headroom: float, slope_per_min: float) -> float:

@@ -51,6 +51,8 @@ def test_it_measures_a_memory_leak_as_a_slope_and_a_time_to_full() -> None:
     headroom = 80 - (70 + 47 * 5 / 60)
     assert math.isclose(_get(x, "gpu_mem_headroom_gib"), headroom, rel_tol=1e-6)
     assert math.isclose(_get(x, "s_to_gpu_mem_full_2m"), 60 * headroom, rel_tol=1e-6)
+    in_5_min = 70 + 47 * 5 / 60 + 5.0  # predict_linear's answer: past the 80 GiB
+    assert math.isclose(_get(x, "linear_gpu_mem_used_gib_in_300s"), in_5_min, rel_tol=1e-6)
     assert _get(x, "vs_baseline_diff_gpu_mem_used_gib") > 0
 
 
