@@ -7,7 +7,7 @@ from celery import shared_task
 from django.conf import settings
 from django.utils import timezone
 
-from monitor import analysis, ingest, live, polling, retention
+from monitor import analysis, ingest, live, polling, retention, training
 from monitor.models import Host
 
 
@@ -55,3 +55,15 @@ def prune_checkpoints() -> str:
     cutoff = timezone.now() - timedelta(days=settings.CHECKPOINT_RETENTION_DAYS)
     deleted = retention.delete_checkpoints_before(cutoff)
     return f"deleted {deleted} checkpoints received before {cutoff:%Y-%m-%d %H:%M}"
+
+
+@shared_task(queue="learning", expires=settings.TRAIN_CHECK_INTERVAL_S * 0.9)
+def train_patterns_if_needed() -> str:
+    """Train the pattern model when there is none, it cannot be loaded, or failures piled up."""
+    reason = training.needs_training(timezone.now())
+    if reason is None:
+        return "the pattern model is current"
+    row = training.train()
+    if row is None:
+        return f"kept the current model ({reason}): the fleet's history is not enough yet"
+    return f"trained pattern model v{row.version} ({reason}): {row.card.get('provenance')}"

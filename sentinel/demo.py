@@ -125,7 +125,18 @@ def _start_control_plane(
     )
     group.start(
         "worker",
-        [str(BIN / "celery"), "-A", "sentinel", "worker", "-l", "info", "--concurrency", "2"],
+        [
+            str(BIN / "celery"),
+            "-A",
+            "sentinel",
+            "worker",
+            "-l",
+            "info",
+            "--concurrency",
+            "2",
+            "--queues",
+            "celery,learning",
+        ],
         env,
     )
     group.start("beat", [str(BIN / "celery"), "-A", "sentinel", "beat", "-l", "info"], env)

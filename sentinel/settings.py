@@ -183,6 +183,7 @@ POLL_BATCH_SIZE = envint("POLL_BATCH_SIZE", "500", minimum=1)
 POLL_CONCURRENCY = envint("POLL_CONCURRENCY", "200", minimum=1)
 CHECKPOINT_RETENTION_DAYS = envfloat("CHECKPOINT_RETENTION_DAYS", "7", minimum=0.01)
 RETENTION_INTERVAL_S = envfloat("RETENTION_INTERVAL_S", "3600", minimum=10)
+TRAIN_CHECK_INTERVAL_S = envfloat("TRAIN_CHECK_INTERVAL_S", "600", minimum=10)
 MAX_CHECKPOINT_BYTES = envint("MAX_CHECKPOINT_BYTES", str(2 * 1024 * 1024), minimum=1024)
 
 CHANNEL_LAYERS = {
@@ -201,6 +202,8 @@ CELERY_BROKER_URL = REDIS_URL
 CELERY_BROKER_TRANSPORT_OPTIONS = {"global_keyprefix": f"{REDIS_PREFIX}:celery:"}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_IGNORE_RESULT = True
+# Training takes minutes: it has a queue of its own, so polling never waits behind it.
+CELERY_TASK_ROUTES = {"monitor.tasks.train_patterns_if_needed": {"queue": "learning"}}
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
@@ -212,6 +215,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "monitor.tasks.poll_fleet",
         "schedule": POLL_INTERVAL_S,
         "options": {"expires": POLL_INTERVAL_S * 0.9},
+    },
+    "train-patterns": {
+        "task": "monitor.tasks.train_patterns_if_needed",
+        "schedule": TRAIN_CHECK_INTERVAL_S,
+        "options": {"expires": TRAIN_CHECK_INTERVAL_S * 0.9, "queue": "learning"},
     },
     "prune-checkpoints": {
         "task": "monitor.tasks.prune_checkpoints",
