@@ -57,7 +57,7 @@ def prune_checkpoints() -> str:
     return f"deleted {deleted} checkpoints received before {cutoff:%Y-%m-%d %H:%M}"
 
 
-@shared_task(queue="learning", expires=settings.TRAIN_CHECK_INTERVAL_S * 0.9)
+@shared_task(expires=settings.TRAIN_CHECK_INTERVAL_S * 0.9)
 def train_patterns_if_needed() -> str:
     """Train the pattern model when there is none, it cannot be loaded, or failures piled up."""
     reason = training.needs_training(timezone.now())
