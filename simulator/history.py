@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import math
+import multiprocessing
 import random
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -110,7 +111,9 @@ def simulate_many(
     jobs = [(name, seed, duration_s, vary) for seed in seeds for name in scenarios]
     if workers <= 1:
         return [simulate(n, s, d, vary=v) for n, s, d, v in jobs]
-    with ProcessPoolExecutor(workers) as pool:
+    # Spawned, not forked: the caller may hold threads (scikit-learn's OpenMP pool) that a
+    # forked child would inherit half-locked.
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         return list(pool.map(_simulate_job, jobs))
 
 
