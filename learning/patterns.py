@@ -520,7 +520,6 @@ def _card(
 ) -> dict[str, Any]:
     return {
         "kind": "patterns",
-        "trained_at": time.time(),
         "training_s": round(seconds, 1),
         "provenance": provenance or "unspecified",
         "windows": len(labels),
