@@ -17,6 +17,7 @@ checkpoints; bench/learning_speed.py measures them).
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -47,6 +48,7 @@ KV_LOOKBACK_S = 120.0
 KV_FULL_PCT = 97.0  # at or above this the cache is full for admission purposes
 KV_LIMIT_PCT = 100.0
 KV_HIGH_PCT = 90.0
+KV_SUSTAINED_S = 300.0  # a rise that has lasted minutes is reported this far ahead of full
 KV_EARLY_S = 120.0  # a rise without pressure is reported only when it arrives this soon
 QUEUE_Z = 2.5
 MIN_QUEUE_RISE = 5.0  # requests: a queue going from 0 to 3 is noise
@@ -383,6 +385,16 @@ def _pressure(w: Window, lookback_s: float) -> _Pressure:
     return _Pressure(queue, bool(growing), preempting, queued)
 
 
+def _sustained_rise(w: Window, metric: str, span_s: float, step: float = 2.0) -> bool:
+    """True when each quarter of the last `span_s` sits at least `step` above the one before."""
+    t, values = recent(w, metric, span_s)
+    if len(t) < 8 or t[-1] - t[0] < 0.75 * span_s:
+        return False
+    medians = [float(np.nanmedian(q)) if np.isfinite(q).any() else math.nan
+               for q in np.array_split(values, 4)]  # fmt: skip
+    return all(later - earlier >= step for earlier, later in itertools.pairwise(medians))
+
+
 def kv_cache_exhaustion(w: Window, now: float, lookback_s: float = KV_LOOKBACK_S) -> Finding | None:
     """Return a finding when the KV cache is full and thrashing, or heading to 100 %.
 
@@ -406,8 +418,17 @@ def kv_cache_exhaustion(w: Window, now: float, lookback_s: float = KV_LOOKBACK_S
         eta, severity = 0.0, "critical"
     elif eta is not None and model.slope > 0 and under_pressure and eta <= WARNING_S:
         severity = severity_for(eta)
-    elif eta is not None and model.slope > 0 and eta <= KV_EARLY_S:
+    elif (
+        eta is not None
+        and model.slope > 0
+        and eta <= KV_SUSTAINED_S
+        and _sustained_rise(w, "kv_cache_usage_pct", 2 * lookback_s)
+    ):
+        # Without pressure, a rise that has lasted minutes is a warning well ahead of full.
         severity = "warning"
+    elif eta is not None and model.slope > 0 and eta <= KV_EARLY_S:
+        # A load spike lifts the cache as fast for a few seconds and mostly stops short of it.
+        severity = "info"
     else:
         return None
     return Finding(

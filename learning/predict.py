@@ -53,7 +53,10 @@ CROSSING_FAILURE = {
     ("gpu_mem_used_pct", "gpu_mem_full"): "cuda_oom",
     ("gpu_temp_c", "thermal_slowdown"): "thermal_throttling",
 }
-CROSSING_PROBABILITY = 0.55
+# Below the hysteresis' opening line on its own: a trend line crossing a threshold opens a
+# prediction only with a detector's or the model's support (measured with evaluate/run:
+# alone it opened on every short load spike that never exhausted the KV cache).
+CROSSING_PROBABILITY = 0.4
 # The state graph is a base rate for the whole fleet: it counts for less than this host's data.
 GRAPH_WEIGHT = 0.5
 GRAPH_FAILURES = {
@@ -182,8 +185,15 @@ def _beliefs(
     return beliefs
 
 
+# Latency worse than the host's own baseline is a symptom more often than a failure to come:
+# a warning alone stays below the opening line.
+DEGRADATION_DISCOUNT = 0.7
+
+
 def _finding_belief(finding: detectors.Finding, horizon_s: float) -> _Belief:
     probability = SEVERITY_PROBABILITY[finding.severity]
+    if finding.failure_type == "performance_degradation":
+        probability *= DEGRADATION_DISCOUNT
     eta = finding.time_to_exhaustion_s
     if eta is not None and eta > horizon_s:
         probability *= 0.5
