@@ -9,7 +9,14 @@ import aiohttp
 import pytest
 from django.test import Client
 
-from monitor.models import Checkpoint, Host, LifecycleTransition, ValidationReport, VllmError
+from monitor.models import (
+    Checkpoint,
+    Host,
+    LifecycleTransition,
+    Prediction,
+    ValidationReport,
+    VllmError,
+)
 from tests.e2e.conftest import ControlPlane
 
 pytestmark = [pytest.mark.e2e]
@@ -92,15 +99,16 @@ def test_it_refuses_a_websocket_without_a_session(control_plane: ControlPlane) -
     assert refused.value.status == 403
 
 
-@pytest.mark.fleet(hosts=1, scenario="memory_leak_oom", speed=20)
+@pytest.mark.fleet(hosts=1, scenario="memory_leak_oom", speed=6)
 def test_it_carries_a_cuda_oom_from_vllms_log_to_the_database(control_plane: ControlPlane) -> None:
-    # At 20x, the leak crosses the GPU's capacity about 10 s in (3 simulated minutes).
+    # At 6x the leak crosses the GPU's capacity about 35 s in (3 simulated minutes), and each
+    # one-second poll sees 6 simulated seconds: a window as dense as a real fleet's.
     def oom_recorded() -> bool:
         return VllmError.objects.filter(category="cuda_oom").exists() and (
             LifecycleTransition.objects.filter(to_state="failed_cuda_oom").exists()
         )
 
-    _wait_until(oom_recorded, timeout_s=45, plane=control_plane)
+    _wait_until(oom_recorded, timeout_s=90, plane=control_plane)
 
     error = VllmError.objects.get(category="cuda_oom")
     assert "CUDA out of memory" in error.message
@@ -108,3 +116,7 @@ def test_it_carries_a_cuda_oom_from_vllms_log_to_the_database(control_plane: Con
     assert "Traceback (most recent call last)" in error.traceback
     failed = LifecycleTransition.objects.get(to_state="failed_cuda_oom")
     assert "OutOfMemoryError" in failed.trigger or "CUDA out of memory" in failed.trigger
+    # The worker saw it coming: a cuda_oom prediction opened before the engine died.
+    predicted = Prediction.objects.filter(failure_type="cuda_oom").order_by("first_predicted_at")
+    assert predicted.exists(), control_plane.logs()
+    assert predicted.first().first_predicted_at < error.first_seen_at
