@@ -50,12 +50,17 @@ def app(recorded: list, names: list[str]) -> web.Application:  # type: ignore[ty
             return web.Response(status=401)
         name = request.match_info["host"]
         seq[name] += 1
+        # A real agent sends each event once (events_since); the replay sends none.
         cp = replace(
             recorded[int(name[4:]) % len(recorded)],
             host=name,
             seq=seq[name],
             agent_started_at=started,
             collected_at=time.time(),
+            transitions=[],
+            errors=[],
+            gpu_events=[],
+            validations=[],
         )
         return web.Response(body=encode(cp), content_type="application/json")
 

@@ -56,6 +56,7 @@ def analyze_stored(stored: Sequence[tuple[Host, Checkpoint]], now: datetime) -> 
         open_rows = _open_predictions([host.pk for host, _ in results])
         for host, analysis in results:
             _store(host, analysis, open_rows.get(host.pk, {}), now, report)
+        _store_forecasts(results, now)
         _update_risk([host for host, _ in results])
     return report
 
@@ -116,7 +117,6 @@ def _store(
         _close(open_rows[failure_type], host, now)
     if decision.opened or decision.closed:
         report.changed.add(host.pk)
-    _store_forecasts(host, analysis.forecasts, now)
     report.forecasts[host.pk] = analysis.forecasts
 
 
@@ -143,20 +143,20 @@ def _close(row: Prediction, host: Host, now: datetime) -> None:
     row.save(update_fields=["closed_at", "outcome"])
 
 
-def _store_forecasts(host: Host, forecasts: Sequence[ForecastData], now: datetime) -> None:
-    for forecast in forecasts:
-        Forecast.objects.update_or_create(
-            host=host,
-            metric=forecast.metric,
-            defaults={
-                "made_at": now,
-                "times": forecast.times,
-                "values": forecast.values,
-                "lower": forecast.lower,
-                "upper": forecast.upper,
-                "crossings": forecast.crossings,
-            },
-        )
+def _store_forecasts(results: Sequence[tuple[Host, Analysis]], now: datetime) -> None:
+    """Replace each host's latest forecasts, the whole batch in one upsert."""
+    rows = [
+        Forecast(host=host, metric=fc.metric, made_at=now, times=fc.times, values=fc.values,
+                 lower=fc.lower, upper=fc.upper, crossings=fc.crossings)
+        for host, analysis in results
+        for fc in analysis.forecasts
+    ]  # fmt: skip
+    Forecast.objects.bulk_create(
+        rows,
+        update_conflicts=True,
+        unique_fields=["host", "metric"],
+        update_fields=["made_at", "times", "values", "lower", "upper", "crossings"],
+    )
 
 
 def _update_risk(hosts: list[Host]) -> None:
