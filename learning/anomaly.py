@@ -28,13 +28,13 @@ Method, per sample:
    threshold (SPOT, Siffer et al. 2017) — a running 98 % quantile and the mean excess above
    it, so P(X > x) = 2 % * exp(-(x - q) / mean_excess). The smallest tail probability of the
    four (times 4) is the event's probability p; the output is log(p) / log(1e-10).
+6. Change becomes normal. When `SHIFT_RUN` residuals in a row are large and of one sign, the
+   levels jump by their mean: a level shift alarms for a few samples and then calms, while a
+   single spike leaves the levels alone.
 7. One report per episode: after an alarm, the output stays under the threshold for
    REFRACTORY_SAMPLES samples unless it grows by ESCALATION (measured on the 6 NAB streams
    in bench/anomaly_eval.py: NAB standard score -7.7 -> 14.6, with no loss of recall; the
    value was chosen on those same streams, so it is not a held-out figure).
-6. Change becomes normal. When `SHIFT_RUN` residuals in a row are large and of one sign, the
-   levels jump by their mean: a level shift alarms for a few samples and then calms, while a
-   single spike leaves the levels alone.
 """
 
 from __future__ import annotations

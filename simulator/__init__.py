@@ -10,6 +10,8 @@ No Django here. The pieces, from the inside out:
     scenario, scenarios/*.toml        timelines of effects (see scenarios/README.md)
     run, engine                       one vLLM process's state; SimulatedVllm.step(dt)
     exposition, server, dev_ops       /metrics via prometheus_client; aiohttp endpoints
+    supervised, vllm_process          the supervisor over a simulated vLLM; one as a real process
+    history                           labelled runs of scenarios, for training and evaluation
     host, fleet, main, measure        a host with the real agent; the fleet and its clock;
                                       `sentinel-simulate`; `python -m simulator.measure`
 """
