@@ -34,6 +34,7 @@ MAX_HOSTS_CACHED = 5000
 @dataclass
 class AnalysisReport:
     changed: set[int] = field(default_factory=set)  # hosts whose predictions opened or closed
+    risk_changed: set[int] = field(default_factory=set)  # hosts whose fleet row must be redrawn
     forecasts: dict[int, list[ForecastData]] = field(default_factory=dict)
     cpu_s: float = 0.0
 
@@ -57,8 +58,22 @@ def analyze_stored(stored: Sequence[tuple[Host, Checkpoint]], now: datetime) -> 
         for host, analysis in results:
             _store(host, analysis, open_rows.get(host.pk, {}), now, report)
         _store_forecasts(results, now)
-        _update_risk([host for host, _ in results])
+        report.risk_changed = _update_risk([host for host, _ in results])
     return report
+
+
+def stored_checkpoints(host_ids: list[int], received_at: datetime) -> list[tuple[Host, Checkpoint]]:
+    """Return the checkpoints one poll stored (they share its received_at), with their hosts."""
+    from agent.checkpoint import decode
+
+    hosts = Host.objects.in_bulk(host_ids)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT host_id, data::text FROM monitor_checkpoint "
+            "WHERE host_id = ANY(%s) AND received_at = %s ORDER BY host_id",
+            [list(hosts), received_at],
+        )
+        return [(hosts[host_id], decode(text)) for host_id, text in cursor.fetchall()]
 
 
 def _analyzer_for(host: Host, cp: Checkpoint) -> HostAnalyzer:
@@ -159,8 +174,10 @@ def _store_forecasts(results: Sequence[tuple[Host, Analysis]], now: datetime) ->
     )
 
 
-def _update_risk(hosts: list[Host]) -> None:
-    """Set each host's risk (its most probable open prediction) for the fleet's ordering."""
+def _update_risk(hosts: list[Host]) -> set[int]:
+    """Set each host's risk (its most probable open prediction) for the fleet's ordering;
+    return the hosts whose risk or top prediction changed."""
+    changed: set[int] = set()
     top: dict[int, Prediction] = {}
     ids = [host.pk for host in hosts]
     for row in Prediction.objects.filter(host_id__in=ids, closed_at__isnull=True):
@@ -172,6 +189,8 @@ def _update_risk(hosts: list[Host]) -> None:
         if (risk, summary) != (host.risk, host.top_prediction):
             host.risk, host.top_prediction = risk, summary
             Host.objects.filter(pk=host.pk).update(risk=risk, top_prediction=summary)
+            changed.add(host.pk)
+    return changed
 
 
 def _risk_summary(row: Prediction) -> dict[str, Any]:

@@ -49,8 +49,13 @@ class HostConsumer(AsyncWebsocketConsumer):
         message = {"point": point, "stored_at": event["stored_at"]}
         if panels := event["panels"].get(self.host_id):
             message["panels"] = panels
+        await self.send(text_data=json.dumps(message))
+
+    async def hosts_analysed(self, event: live.HostsAnalysed) -> None:
+        message: dict[str, Any] = {}
         if predictions := event["predictions"].get(self.host_id):
             message["predictions"] = predictions
         if forecasts := event["forecasts"].get(self.host_id):
             message["forecasts"] = forecasts
-        await self.send(text_data=json.dumps(message))
+        if message:
+            await self.send(text_data=json.dumps(message))

@@ -37,18 +37,21 @@ class CheckpointsStored(TypedDict):
     type: Literal["checkpoints_stored"]
     points: dict[str, dict[str, Any]]  # host id (str) -> summary figures
     panels: dict[str, str]  # host id (str) -> re-rendered events panels, for hosts with new events
-    predictions: dict[str, str]  # host id (str) -> re-rendered predictions panel
-    forecasts: dict[str, list[dict[str, Any]]]  # host id (str) -> forecasts as plain data
     stored_at: float
 
 
-def hosts_updated(report: StoreReport, findings: AnalysisReport | None = None) -> None:
+class HostsAnalysed(TypedDict):
+    type: Literal["hosts_analysed"]
+    predictions: dict[str, str]  # host id (str) -> re-rendered predictions panel
+    forecasts: dict[str, list[dict[str, Any]]]  # host id (str) -> forecasts as plain data
+
+
+def hosts_updated(report: StoreReport) -> None:
     """Tell every open fleet and host page what the batch in `report` changed."""
-    findings = findings or AnalysisReport()
     if not report.changed_hosts:
         return
     stored_at = time.time()
-    messages: list[tuple[str, HostsUpdated | CheckpointsStored]] = [
+    messages: list[tuple[str, Any]] = [
         (
             FLEET_GROUP,
             HostsUpdated(
@@ -59,36 +62,43 @@ def hosts_updated(report: StoreReport, findings: AnalysisReport | None = None) -
         ),
     ]
     if report.stored:
-        points = {str(host.pk): figures for host, figures in report.stored}
         now = timezone.now()
         panels = {
             str(host.pk): render_host_events(host, now)
             for host in report.changed_hosts
             if host.pk in report.hosts_with_events
         }
-        # Open predictions change their figures on every analysis: re-render those hosts'.
-        predictions = {
-            str(host.pk): render_predictions(host)
-            for host in report.changed_hosts
-            if host.risk > 0 or host.pk in findings.changed
-        }
-        forecasts = {
-            str(host_id): [_forecast_json(f) for f in fcs]
-            for host_id, fcs in findings.forecasts.items()
-        }
+        points = {str(host.pk): figures for host, figures in report.stored}
         messages.append(
             (
                 CHECKPOINTS_GROUP,
                 CheckpointsStored(
-                    type="checkpoints_stored",
-                    points=points,
-                    panels=panels,
-                    predictions=predictions,
-                    forecasts=forecasts,
-                    stored_at=stored_at,
+                    type="checkpoints_stored", points=points, panels=panels, stored_at=stored_at
                 ),
             )
         )
+    async_to_sync(_send)(messages)
+
+
+def hosts_analysed(hosts: list[Host], findings: AnalysisReport) -> None:
+    """Tell the pages what the analysis of a batch found: risks, predictions, forecasts."""
+    if not hosts:
+        return
+    # Open predictions change their figures on every analysis: re-render those hosts'.
+    shown = [h for h in hosts if h.risk > 0 or h.pk in findings.changed]
+    message = HostsAnalysed(
+        type="hosts_analysed",
+        predictions={str(h.pk): render_predictions(h) for h in shown},
+        forecasts={
+            str(host_id): [_forecast_json(f) for f in fcs]
+            for host_id, fcs in findings.forecasts.items()
+        },
+    )
+    messages: list[tuple[str, Any]] = [(CHECKPOINTS_GROUP, message)]
+    risky = [h for h in hosts if h.pk in findings.risk_changed]
+    if risky:
+        html = render_rows(risky, None)
+        messages.append((FLEET_GROUP, HostsUpdated(type="hosts_updated", html=html, stored_at=0.0)))
     async_to_sync(_send)(messages)
 
 

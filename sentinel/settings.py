@@ -203,7 +203,11 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"global_keyprefix": f"{REDIS_PREFIX}:celery:"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_IGNORE_RESULT = True
 # Training takes minutes: it has a queue of its own, so polling never waits behind it.
-CELERY_TASK_ROUTES = {"monitor.tasks.train_patterns_if_needed": {"queue": "learning"}}
+# Prediction has a queue too: polling and storing stay fast while analysis scales apart.
+CELERY_TASK_ROUTES = {
+    "monitor.tasks.train_patterns_if_needed": {"queue": "learning"},
+    "monitor.tasks.analyze_batch": {"queue": "analysis"},
+}
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1

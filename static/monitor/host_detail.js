@@ -86,7 +86,7 @@
     socket.onopen = () => { status.textContent = "live"; };
     socket.onmessage = (event) => {
       const message = JSON.parse(event.data);
-      extend(message.point);
+      if (message.point) extend(message.point);
       // New transitions, errors, GPU events or a validation report: the server re-rendered them.
       if (message.panels) document.getElementById("host-events").outerHTML = message.panels;
       if (message.predictions) document.getElementById("host-predictions").outerHTML = message.predictions;

@@ -106,3 +106,28 @@ async def test_it_pushes_rerendered_event_panels_when_events_arrive(alice) -> No
     assert 'id="host-events"' in loud["panels"]
     assert "nccl_error" in loud["panels"] and "\u00d74" in loud["panels"]
     await watching.disconnect()
+
+
+async def test_it_pushes_the_analysis_of_a_poll_to_that_hosts_page(alice) -> None:  # type: ignore[no-untyped-def]
+    from monitor.tasks import analyze_batch
+
+    host = await database_sync_to_async(_host)("gpu-01")
+    watching = await database_sync_to_async(_socket)(f"/ws/hosts/{host.pk}/", alice)
+    assert (await watching.connect())[0]
+
+    def poll_and_analyse() -> str:
+        now = timezone.now()
+        target = polling.PollTarget(host_id=host.pk, name=host.name, url=host.agent_url, token="t")
+        cp = decode(encode(make_checkpoint(host=host.name)))
+        result = polling.PollResult(target=target, elapsed_s=0.01, checkpoint=cp)
+        ingest.store_poll_results({host.pk: host}, [result], now)
+        return analyze_batch([host.pk], now.isoformat())
+
+    summary = await database_sync_to_async(poll_and_analyse)()
+    message = json.loads(await watching.receive_from(timeout=5))
+
+    assert summary.startswith("analysed 1 checkpoints")
+    metrics = {f["metric"] for f in message["forecasts"]}
+    assert {"kv_cache_usage_pct", "gpu_mem_used_pct"} <= metrics
+    assert "predictions" not in message  # nothing predicted for a healthy host
+    await watching.disconnect()
