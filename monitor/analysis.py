@@ -79,11 +79,17 @@ def stored_checkpoints(host_ids: list[int], received_at: datetime) -> list[tuple
 def _analyzer_for(host: Host, cp: Checkpoint) -> HostAnalyzer:
     cached = _analyzers.get(host.pk)
     previous_t = (host.latest or {}).get("previous_collected_at")
-    if cached is None or (previous_t is not None and cached[1] < previous_t):
+    if cached is None:
         analyzer = HostAnalyzer()
-        for checkpoint in _recent_checkpoints(host.pk, cp.collected_at, analyzer.window_s):
+        for checkpoint in _recent_checkpoints(host.pk, cp.collected_at - analyzer.window_s,
+                                              cp.collected_at):  # fmt: skip
             analyzer.add(checkpoint)
         cached = (analyzer, 0.0)
+    elif previous_t is not None and cached[1] < previous_t:
+        # Only the checkpoints this process missed (another worker, or a dropped late batch).
+        start = max(cached[1], cp.collected_at - cached[0].window_s)
+        for checkpoint in _recent_checkpoints(host.pk, start, cp.collected_at):
+            cached[0].add(checkpoint)
     _analyzers[host.pk] = (cached[0], cp.collected_at)
     _analyzers.move_to_end(host.pk)
     while len(_analyzers) > MAX_HOSTS_CACHED:
@@ -91,15 +97,16 @@ def _analyzer_for(host: Host, cp: Checkpoint) -> HostAnalyzer:
     return cached[0]
 
 
-def _recent_checkpoints(host_id: int, before: float, window_s: float) -> list[dict[str, Any]]:
+def _recent_checkpoints(host_id: int, after: float, before: float) -> list[dict[str, Any]]:
+    """Return the host's stored checkpoints collected in (after, before), oldest first."""
     import msgspec
 
-    since = datetime.fromtimestamp(before - window_s, tz=UTC)
+    since = datetime.fromtimestamp(after, tz=UTC)
     until = datetime.fromtimestamp(before, tz=UTC)
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT data::text FROM monitor_checkpoint WHERE host_id = %s "
-            "AND collected_at >= %s AND collected_at < %s ORDER BY collected_at",
+            "AND collected_at > %s AND collected_at < %s ORDER BY collected_at",
             [host_id, since, until],
         )
         return [msgspec.json.decode(row[0]) for row in cursor.fetchall()]

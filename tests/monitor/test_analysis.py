@@ -79,3 +79,23 @@ def test_it_closes_a_prediction_once_the_leak_is_gone(host: Host) -> None:
     assert row.closed_at is not None and row.outcome == "lapsed"
     host.refresh_from_db()
     assert host.risk == 0.0
+
+
+def test_it_fills_the_checkpoints_another_worker_stored_before_analysing(host: Host) -> None:
+    for i in range(30):
+        _poll(host, T0 + 5 * i)
+    # Another worker process stored (and analysed) the next ten: this process never saw them.
+    analyzer, last_t = analysis._analyzers[host.pk]
+    for i in range(30, 40):
+        host.refresh_from_db()
+        target = polling.PollTarget(host_id=host.pk, name=host.name, url=host.agent_url, token="t")
+        cp = decode(encode(make_checkpoint(host=host.name, collected_at=T0 + 5 * i)))
+        now = datetime.fromtimestamp(T0 + 5 * i, tz=UTC)
+        ingest.store_poll_results({host.pk: host}, [polling.PollResult(target, 0.01, cp)], now)
+
+    _poll(host, T0 + 200)
+
+    assert analysis._analyzers[host.pk][0] is analyzer  # the same one, not rebuilt
+    assert [round(r.t - T0) for r in list(analyzer._rows)[-12:]] == [
+        5 * i for i in range(29, 40)
+    ] + [200]
