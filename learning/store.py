@@ -6,6 +6,7 @@ refused by learning.patterns.loads and the learner retrains rather than guess.
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -45,11 +46,14 @@ def active_row() -> LearnedModel | None:
 
 
 def _json_ready(value: Any) -> Any:
-    """Return the card with numpy scalars and tuples as plain JSON values."""
+    """Return the card as plain JSON: numpy scalars as numbers, NaN and infinities as null
+    (PostgreSQL's json refuses them; "not measured" is what they mean on a card)."""
     if isinstance(value, dict):
         return {str(k): _json_ready(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_json_ready(v) for v in value]
     if hasattr(value, "item"):
-        return value.item()
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     return value

@@ -81,6 +81,7 @@ def _environment(data_dir: Path, args: argparse.Namespace) -> dict[str, str]:
 
 def _prepare_database(env: dict[str, str], user: str) -> str:
     _manage(env, "migrate", "--no-input", "-v", "0")
+    _manage(env, "train_patterns")  # the worker cold-starts the model if there is none yet
     output = _manage(env, "create_operator", user, "--staff")
     return output.rsplit("password ", 1)[-1].strip().strip("'")
 
