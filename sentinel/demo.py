@@ -136,7 +136,7 @@ def _start_control_plane(
             "--concurrency",
             "2",
             "--queues",
-            "celery,learning",
+            "celery,analysis,learning",
         ],
         env,
     )

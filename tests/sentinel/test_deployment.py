@@ -49,3 +49,16 @@ def test_it_points_every_service_at_the_compose_databases() -> None:
     env = COMPOSE["x-sentinel"]["environment"]
     assert env["DATABASE_URL"].startswith("postgres://") and "@postgres:" in env["DATABASE_URL"]
     assert env["REDIS_URL"] == "redis://redis:6379/0"
+
+
+def test_it_runs_a_worker_for_every_queue_tasks_are_routed_to() -> None:
+    from django.conf import settings
+
+    routed = {route["queue"] for route in settings.CELERY_TASK_ROUTES.values()} | {"celery"}
+    consumed: set[str] = set()
+    for service in OUR_SERVICES.values():
+        command = service["command"]
+        if command[:4] == ["celery", "-A", "sentinel", "worker"]:
+            queues = command[command.index("--queues") + 1] if "--queues" in command else "celery"
+            consumed |= set(queues.split(","))
+    assert routed <= consumed
