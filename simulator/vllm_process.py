@@ -51,18 +51,26 @@ EXIT_STOPPED, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 USAGE = "usage: python -m simulator.vllm_process serve MODEL [vLLM arguments]"
 
 
+_PENDING: list[str] = []  # lines logged since the last flush_stdout()
+
+
 class StdoutLog(VllmLog):
-    """vLLM's log lines on stdout; `flush_stdout()` after each clock step sends them on."""
+    """vLLM's log lines on stdout, held until `flush_stdout()` after each clock step: a pipe
+    buffer that filled up mid-step would otherwise send "startup complete" before the port
+    listens."""
 
     def _write(self, lines: list[str]) -> None:
         super()._write(lines)
-        with contextlib.suppress(BrokenPipeError):  # the reader is gone; vLLM carries on
-            sys.stdout.write("\n".join(lines) + "\n")
+        _PENDING.extend(lines)
 
 
 def flush_stdout() -> None:
-    with contextlib.suppress(BrokenPipeError):
+    if not _PENDING:
+        return
+    with contextlib.suppress(BrokenPipeError):  # the reader is gone; vLLM carries on
+        sys.stdout.write("\n".join(_PENDING) + "\n")
         sys.stdout.flush()
+    _PENDING.clear()
 
 
 def main(argv: list[str] | None = None) -> int:
