@@ -34,7 +34,7 @@ RECOMMENDED_MITIGATIONS: dict[str, tuple[str, ...]] = {
     "hang": ("restart_failed_workers", "drain_and_restart"),
     "nccl_error": ("restart_nccl", "drain_and_restart"),
     "engine_dead": ("restart_failed_workers", "validate_and_fix_config"),
-    "gpu_hardware": ("drain_and_restart", "free_gpu_memory"),
+    "gpu_hardware": ("drain_host", "drain_and_restart"),
     "system_resource": ("clear_errors", "drain_and_restart"),
     "performance_degradation": ("optimize_inference", "reduce_batch_size", "scale_workers"),
 }  # fmt: skip

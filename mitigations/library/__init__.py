@@ -1,0 +1,1 @@
+"""One strategy per module; mitigations/registry.py lists them."""
