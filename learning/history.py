@@ -266,7 +266,7 @@ def _next_restart(w: Window, i: int) -> float | None:
 
 
 def _conditions(w: Window) -> list[FailureEvent]:
-    up = np.array([s in UP_STATES for s in w.states])
+    up = np.array([s in UP_STATES for s in w.states], dtype=bool)
     running = np.nan_to_num(w["requests_running"]) > 0
     preempting = (np.nan_to_num(w["preemptions_per_s"]) > 0) & up
     throttled = (np.nan_to_num(w["gpu_throttled"]) > 0) & up

@@ -174,6 +174,11 @@ class Guardrails:
                     track.since, track.fired = None, False
         return firing
 
+    def adopt(self, older: Guardrails) -> None:
+        """Carry over how long each condition has held from `older` (the policies changed)."""
+        names = {p.name for p in self.policies}
+        self._tracks.update({k: t for k, t in older._tracks.items() if k[1] in names})
+
     def holding(self, host: str) -> list[str]:
         """Return the names of the policies that have fired on `host` and not cleared."""
         return [name for (h, name), t in self._tracks.items() if h == host and t.fired]
@@ -196,10 +201,6 @@ DEFAULT_POLICIES: tuple[dict[str, Any], ...] = (
      "failure_type": "cuda_oom", "severity": "critical", "hold_s": 0,
      "interventions": ["drain_and_restart", "lower_gpu_memory_utilization"],
      "description": "the predictor expects a CUDA OOM within its horizon"},
-    {"name": "kv_exhaustion_predicted", "condition": 'p("kv_cache_exhausted") >= 0.6',
-     "failure_type": "kv_cache_exhausted", "severity": "warning", "hold_s": 0,
-     "interventions": ["lower_max_num_seqs", "scale_workers", "enable_kv_cache_fp8"],
-     "description": "the predictor expects the KV cache to run out within its horizon"},
     # performance
     {"name": "high_latency", "condition": "itl_p99_s > 0.5 or ttft_p99_s > 20",
      "failure_type": "performance_degradation", "severity": "warning", "hold_s": 60,

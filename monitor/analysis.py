@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -36,22 +36,39 @@ class AnalysisReport:
     changed: set[int] = field(default_factory=set)  # hosts whose predictions opened or closed
     risk_changed: set[int] = field(default_factory=set)  # hosts whose fleet row must be redrawn
     forecasts: dict[int, list[ForecastData]] = field(default_factory=dict)
+    checkpoints: dict[int, dict[str, Any]] = field(default_factory=dict)  # host -> newest, as dict
     cpu_s: float = 0.0
 
 
 _analyzers: OrderedDict[int, tuple[HostAnalyzer, float]] = OrderedDict()  # host -> (it, last t)
 
 
-def analyze_stored(stored: Sequence[tuple[Host, Checkpoint]], now: datetime) -> AnalysisReport:
+# Called with every checkpoint a host's analysis takes in, in order (the ones this process
+# missed first), and the predictions of the newest: the guardrails watch the same stream.
+Observer = Callable[[Host, dict[str, Any], Sequence[PredictionData]], None]
+
+
+def analyze_stored(
+    stored: Sequence[tuple[Host, Checkpoint]],
+    now: datetime,
+    observe: Observer | None = None,
+) -> AnalysisReport:
     """Analyse each host's new checkpoint and store predictions and forecasts."""
     report = AnalysisReport()
     started = time.process_time()
     model, graph = models_cache.pattern_model(), models_cache.state_graph()
     results: list[tuple[Host, Analysis]] = []
     for host, cp in stored:
-        analyzer = _analyzer_for(host, cp)
-        analyzer.add(to_dict(cp))
-        results.append((host, analyzer.analyze(cp.collected_at, model=model, graph=graph)))
+        analyzer, missed = _analyzer_for(host, cp)
+        checkpoint = to_dict(cp)
+        analyzer.add(checkpoint)
+        analysis = analyzer.analyze(cp.collected_at, model=model, graph=graph)
+        results.append((host, analysis))
+        report.checkpoints[host.pk] = checkpoint
+        if observe is not None:
+            for older in missed:
+                observe(host, older, ())
+            observe(host, checkpoint, analysis.predictions)
     report.cpu_s = time.process_time() - started
     with transaction.atomic():
         open_rows = _open_predictions([host.pk for host, _ in results])
@@ -76,25 +93,27 @@ def stored_checkpoints(host_ids: list[int], received_at: datetime) -> list[tuple
         return [(hosts[host_id], decode(text)) for host_id, text in cursor.fetchall()]
 
 
-def _analyzer_for(host: Host, cp: Checkpoint) -> HostAnalyzer:
+def _analyzer_for(host: Host, cp: Checkpoint) -> tuple[HostAnalyzer, list[dict[str, Any]]]:
+    """Return the host's analyzer, caught up to just before `cp`, and the checkpoints it was
+    caught up with."""
     cached = _analyzers.get(host.pk)
     previous_t = (host.latest or {}).get("previous_collected_at")
+    missed: list[dict[str, Any]] = []
     if cached is None:
         analyzer = HostAnalyzer()
-        for checkpoint in _recent_checkpoints(host.pk, cp.collected_at - analyzer.window_s,
-                                              cp.collected_at):  # fmt: skip
-            analyzer.add(checkpoint)
+        missed = _recent_checkpoints(host.pk, cp.collected_at - analyzer.window_s, cp.collected_at)
         cached = (analyzer, 0.0)
     elif previous_t is not None and cached[1] < previous_t:
         # Only the checkpoints this process missed (another worker, or a dropped late batch).
         start = max(cached[1], cp.collected_at - cached[0].window_s)
-        for checkpoint in _recent_checkpoints(host.pk, start, cp.collected_at):
-            cached[0].add(checkpoint)
+        missed = _recent_checkpoints(host.pk, start, cp.collected_at)
+    for checkpoint in missed:
+        cached[0].add(checkpoint)
     _analyzers[host.pk] = (cached[0], cp.collected_at)
     _analyzers.move_to_end(host.pk)
     while len(_analyzers) > MAX_HOSTS_CACHED:
         _analyzers.popitem(last=False)
-    return cached[0]
+    return cached[0], missed
 
 
 def _recent_checkpoints(host_id: int, after: float, before: float) -> list[dict[str, Any]]:

@@ -59,3 +59,26 @@ class HostConsumer(AsyncWebsocketConsumer):
             message["forecasts"] = forecasts
         if message:
             await self.send(text_data=json.dumps(message))
+
+
+class ApprovalsConsumer(AsyncWebsocketConsumer):
+    """Sends the redrawn approvals queue: with decision buttons to operators, without to others."""
+
+    async def connect(self) -> None:
+        user = self.scope["user"]
+        if not user.is_authenticated:
+            await self.close(code=UNAUTHORIZED)
+            return
+        from channels.db import database_sync_to_async
+
+        from healing.roles import is_operator
+
+        self.operator = await database_sync_to_async(is_operator)(user)
+        await self.channel_layer.group_add(live.APPROVALS_GROUP, self.channel_name)
+        await self.accept()
+
+    async def disconnect(self, code: int) -> None:
+        await self.channel_layer.group_discard(live.APPROVALS_GROUP, self.channel_name)
+
+    async def proposals_changed(self, event: live.ProposalsChanged) -> None:
+        await self.send(text_data=event["operator_html" if self.operator else "viewer_html"])

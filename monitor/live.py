@@ -25,6 +25,7 @@ from monitor.predictions_panel import render_predictions
 
 FLEET_GROUP = "fleet"
 CHECKPOINTS_GROUP = "checkpoints"
+APPROVALS_GROUP = "approvals"
 
 
 class HostsUpdated(TypedDict):
@@ -44,6 +45,13 @@ class HostsAnalysed(TypedDict):
     type: Literal["hosts_analysed"]
     predictions: dict[str, str]  # host id (str) -> re-rendered predictions panel
     forecasts: dict[str, list[dict[str, Any]]]  # host id (str) -> forecasts as plain data
+
+
+class ProposalsChanged(TypedDict):
+    type: Literal["proposals_changed"]
+    operator_html: str  # the queue with decision buttons
+    viewer_html: str  # the same, read-only
+    ids: list[int]
 
 
 def hosts_updated(report: StoreReport) -> None:
@@ -120,3 +128,20 @@ async def _send(messages: list[tuple[str, Any]]) -> None:
     layer = get_channel_layer()
     for group, message in messages:
         await layer.group_send(group, message)
+
+
+def proposals_changed(ids: list[int]) -> None:
+    """Redraw the approvals queue in every open dashboard: new proposals appear, decided ones
+    leave, at once for everyone. The queue is short: it is sent whole, for each role."""
+    from healing import queue
+
+    now = timezone.now()
+    context = {"pending": queue.pending(), "recent": queue.recent(), "pauses": queue.pauses(now),
+               "oob": True}  # fmt: skip
+    message = ProposalsChanged(
+        type="proposals_changed",
+        operator_html=render_to_string("healing/_queue.html", {**context, "can_decide": True}),
+        viewer_html=render_to_string("healing/_queue.html", {**context, "can_decide": False}),
+        ids=ids,
+    )
+    async_to_sync(_send)([(APPROVALS_GROUP, message)])

@@ -7,7 +7,7 @@ from celery import shared_task
 from django.conf import settings
 from django.utils import timezone
 
-from monitor import analysis, ingest, live, polling, retention, training
+from monitor import analysis, healing, ingest, live, polling, retention, training
 from monitor.models import Host
 
 
@@ -57,9 +57,13 @@ def poll_hosts(host_ids: list[int]) -> str:
 def analyze_batch(host_ids: list[int], received_at: str) -> str:
     """Predict from the checkpoints one poll stored; store and push what it finds."""
     stored = analysis.stored_checkpoints(host_ids, datetime.fromisoformat(received_at))
-    findings = analysis.analyze_stored(stored, timezone.now())
+    watch = healing.Watch()
+    findings = analysis.analyze_stored(stored, timezone.now(), observe=watch.observe)
     live.hosts_analysed([host for host, _ in stored], findings)
-    return f"analysed {len(stored)} checkpoints in {1000 * findings.cpu_s:.0f} ms of CPU"
+    proposals = healing.handle(watch.fired(findings.checkpoints), timezone.now())
+    live.proposals_changed([p.pk for p in proposals])
+    return (f"analysed {len(stored)} checkpoints in {1000 * findings.cpu_s:.0f} ms of CPU, "
+            f"{len(proposals)} proposals")  # fmt: skip
 
 
 @shared_task(expires=settings.RETENTION_INTERVAL_S * 0.9)

@@ -136,7 +136,7 @@ def _start_control_plane(
             "--concurrency",
             "2",
             "--queues",
-            "celery,analysis,learning",
+            "celery,analysis,learning,healing",
         ],
         env,
     )

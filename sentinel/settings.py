@@ -111,6 +111,7 @@ INSTALLED_APPS = [
     "django.contrib.postgres",
     "channels",
     "monitor",
+    "healing",
 ]
 
 MIDDLEWARE = [
@@ -198,6 +199,16 @@ CHANNEL_LAYERS = {
     },
 }
 
+# Self-healing. Proposals are ranked by Thompson samples of the learner's posteriors (so a
+# strategy with little history still gets proposed now and then); automatic execution needs
+# the learner's confidence at these thresholds, and stays within these limits.
+HEALING_EXPLORE = True
+AUTO_THRESHOLD = envfloat("AUTO_THRESHOLD", "0.9", minimum=0.5)
+AUTO_RISK_THRESHOLDS = {"high": max(AUTO_THRESHOLD, 0.98)}
+MITIGATION_COOLDOWN_S = envfloat("MITIGATION_COOLDOWN_S", "600", minimum=0.0)
+CAPACITY_BUDGET = envfloat("CAPACITY_BUDGET", "0.25", minimum=0.0)
+MAX_HOSTS_PER_MODEL = 1
+
 CELERY_BROKER_URL = REDIS_URL
 CELERY_BROKER_TRANSPORT_OPTIONS = {"global_keyprefix": f"{REDIS_PREFIX}:celery:"}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
@@ -207,6 +218,10 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ROUTES = {
     "monitor.tasks.train_patterns_if_needed": {"queue": "learning"},
     "monitor.tasks.analyze_batch": {"queue": "analysis"},
+    # Mitigations wait on agents (a drain, a restart): never in front of a poll.
+    "healing.tasks.execute_proposal": {"queue": "healing"},
+    "healing.tasks.verify_proposal": {"queue": "healing"},
+    "healing.tasks.expire_proposals": {"queue": "healing"},
 }
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
@@ -224,6 +239,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "monitor.tasks.train_patterns_if_needed",
         "schedule": TRAIN_CHECK_INTERVAL_S,
         "options": {"expires": TRAIN_CHECK_INTERVAL_S * 0.9, "queue": "learning"},
+    },
+    "expire-proposals": {
+        "task": "healing.tasks.expire_proposals",
+        "schedule": 5.0,
+        "options": {"expires": 4.5, "queue": "healing"},
     },
     "prune-checkpoints": {
         "task": "monitor.tasks.prune_checkpoints",

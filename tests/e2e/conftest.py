@@ -122,7 +122,7 @@ def control_plane(request, transactional_db, tmp_path) -> Iterator[ControlPlane]
                 "worker",
                 "-l",
                 "info",
-                *("--concurrency", "1", "--queues", "celery,analysis,learning"),
+                *("--concurrency", "1", "--queues", "celery,analysis,learning,healing"),
                 "--without-gossip",
                 "--without-mingle",
             ],

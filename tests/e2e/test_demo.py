@@ -45,7 +45,7 @@ def test_it_runs_the_demo_and_leaves_no_orphans_on_ctrl_c(transactional_db, tmp_
         for program in ("sentinel-simulate", "daphne", "celery", "worker", "beat"):
             assert program in names
         # One worker takes every queue: polling, prediction and training.
-        assert "celery,analysis,learning" in names
+        assert "celery,analysis,learning,healing" in names
 
         demo.send_signal(signal.SIGINT)
         assert demo.wait(timeout=30) == 0

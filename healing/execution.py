@@ -1,0 +1,144 @@
+"""Execute an approved proposal exactly once, then hand it to verification.
+
+Exactly once, even when a task is redelivered or a worker dies mid-way:
+- a PostgreSQL advisory lock per proposal: a second task for it finds the lock taken and
+  leaves (a dead worker's connection closes, which frees the lock for a redelivery);
+- each step goes to the agent with the key `<proposal key>:<step>`: a step resent after a
+  crash is answered with its first job instead of running again;
+- the steps done are stored one by one, so a redelivery resumes after the last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from healing import audit, verification
+from healing.agent_actions import AgentActionError, run_action
+from healing.models import Proposal
+from monitor.models import Host
+
+LOCK_SPACE = 0x5E17  # advisory-lock namespace for proposals
+
+
+def execute(proposal_id: int) -> str:
+    with _lock(proposal_id) as got:
+        if not got:
+            return f"proposal {proposal_id} is being executed by another worker"
+        claimed = _claim(proposal_id)
+        if claimed is None:
+            return f"proposal {proposal_id} is not approved: nothing to do"
+        return _run(claimed)
+
+
+class _lock:
+    def __init__(self, proposal_id: int) -> None:
+        self.key = proposal_id
+
+    def __enter__(self) -> bool:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [LOCK_SPACE, self.key])
+            self.got = bool(cursor.fetchone()[0])
+        return self.got
+
+    def __exit__(self, *exc: object) -> None:
+        if self.got:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [LOCK_SPACE, self.key])
+
+
+def _claim(proposal_id: int) -> Proposal | None:
+    """Move an approved proposal to executing (or take up one a dead worker left executing)."""
+    with transaction.atomic():
+        p = Proposal.objects.select_for_update().select_related("host").get(pk=proposal_id)
+        if p.status == Proposal.Status.APPROVED:
+            p.status, p.started_at = Proposal.Status.EXECUTING, timezone.now()
+            p.save(update_fields=["status", "started_at"])
+            return p
+        return p if p.status == Proposal.Status.EXECUTING else None
+
+
+def _run(p: Proposal) -> str:
+    steps = _steps(p)
+    done = list(p.steps_done)
+    for i, step in enumerate(steps[len(done) :], start=len(done)):
+        host = _host_for(p, step)
+        key = f"{p.idempotency_key}:{i}"
+        try:
+            job = asyncio.run(
+                run_action(
+                    host.agent_url, host.agent_token, step["action"], step.get("params") or {}, key
+                )
+            )
+        except AgentActionError as exc:
+            return _failed(p, done, f"step {i + 1} ({step['action']} on {host.name}): {exc}")
+        done.append(
+            {
+                "step": i,
+                "action": step["action"],
+                "host": host.name,
+                "job": job.get("id"),
+                "result": job.get("result"),
+                "finished_at": job.get("finished_at"),
+            }
+        )
+        Proposal.objects.filter(pk=p.pk).update(steps_done=done)
+    return _executed(p, done, timezone.now())
+
+
+def _steps(p: Proposal) -> list[dict[str, Any]]:
+    """The chosen plan's steps: the proposal's own, or the approved alternative's."""
+    if p.chosen_strategy and p.chosen_strategy != p.strategy:
+        for alt in p.alternatives:
+            if alt.get("strategy") == p.chosen_strategy:
+                return list(alt["plan"]["steps"])
+    return list(p.plan.get("steps") or [])
+
+
+def _verification(p: Proposal) -> dict[str, Any]:
+    if p.chosen_strategy and p.chosen_strategy != p.strategy:
+        for alt in p.alternatives:
+            if alt.get("strategy") == p.chosen_strategy:
+                return dict(alt["plan"]["verification"])
+    return dict(p.plan.get("verification") or {})
+
+
+def _host_for(p: Proposal, step: dict[str, Any]) -> Host:
+    return Host.objects.get(name=step["host"]) if step.get("host") else p.host
+
+
+def _executed(p: Proposal, done: list[dict[str, Any]], now: datetime) -> str:
+    within = float(_verification(p).get("within_s") or 300.0)
+    Proposal.objects.filter(pk=p.pk).update(
+        status=Proposal.Status.VERIFYING,
+        steps_done=done,
+        executed_at=now,
+        verify_until=now + timedelta(seconds=within),
+    )
+    audit.record(
+        None,
+        "proposal.execute",
+        f"proposal {p.pk} on {p.host.name}",
+        f"{len(done)} step(s) done",
+        strategy=p.chosen_strategy or p.strategy,
+        steps=done,
+    )
+    return f"proposal {p.pk}: {len(done)} step(s) done, verifying for {within:.0f} s"
+
+
+def _failed(p: Proposal, done: list[dict[str, Any]], error: str) -> str:
+    now = timezone.now()
+    Proposal.objects.filter(pk=p.pk).update(
+        status=Proposal.Status.FAILED,
+        steps_done=done,
+        error=error[:1000],
+        executed_at=now,
+    )
+    audit.record(None, "proposal.execute_failed", f"proposal {p.pk} on {p.host.name}", error)
+    p.status = Proposal.Status.FAILED
+    verification.finish(p, "failure", {}, None, now)
+    return f"proposal {p.pk} failed: {error}"

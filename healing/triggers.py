@@ -1,0 +1,326 @@
+"""From what the analysis found to incidents and proposals.
+
+Called by the analysis worker after each batch (monitor/analysis.py): every guardrail that
+fires and every open prediction opens or joins the incident of its host and failure type;
+an incident without a live proposal gets one (mitigations/proposals.py), which the gate
+either approves at once (then it is executed: healing.tasks.execute_proposal) or leaves for
+an operator. Pending proposals whose trigger stopped holding lapse.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+
+from healing import audit, fleet_state, learner_store
+from healing.models import GuardrailPolicy, Incident, Proposal
+from learning.hysteresis import OPEN_AT
+from mitigations.base import Context
+from mitigations.guardrails import Firing, Guardrails, Policy
+from mitigations.proposals import Draft, draft
+from monitor.models import Host
+from monitor.models import Prediction as PredictionRow
+
+log = logging.getLogger(__name__)
+
+LIVE = ("pending", "approved", "executing", "verifying")
+SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
+
+
+@dataclass(frozen=True, slots=True)
+class Trigger:
+    host: Host
+    failure_type: str
+    severity: str
+    name: str  # "guardrail:<policy>" or "prediction:<id>"
+    interventions: tuple[str, ...]
+    detail: str
+
+
+# ---------------------------------------------------------------- guardrails, per process
+
+_rails: tuple[tuple[Any, ...], Guardrails] | None = None
+
+
+def guardrails() -> Guardrails:
+    """Return this process's guardrails, rebuilt when an admin changed the policies."""
+    global _rails
+    rows = list(GuardrailPolicy.objects.filter(enabled=True))
+    version = tuple(sorted((r.pk, r.updated_at.timestamp()) for r in rows))
+    if _rails is None or _rails[0] != version:
+        policies = []
+        for r in rows:
+            try:
+                policies.append(
+                    Policy(
+                        r.name,
+                        r.condition,
+                        r.failure_type,
+                        tuple(r.interventions),
+                        r.severity,
+                        r.hold_s,
+                        r.clear_s,
+                    )
+                )
+            except ValueError as exc:  # saved before a vocabulary change: skip, say so
+                log.warning("guardrail %s is not valid and is skipped: %s", r.name, exc)
+        old = _rails[1] if _rails else None
+        _rails = (version, Guardrails(policies))
+        if old is not None:
+            _rails[1].adopt(old)
+    return _rails[1]
+
+
+# ---------------------------------------------------------------- the batch
+
+
+def handle(
+    checked: Sequence[tuple[Host, dict[str, Any], list[Firing]]],
+    now: datetime,
+    enqueue: Callable[[int], None],
+) -> list[Proposal]:
+    """Open or join incidents for what fired, propose, and lapse what no longer holds.
+
+    `checked` is each analysed host with its newest checkpoint (dict) and the guardrails that
+    fired on it; `enqueue(proposal_id)` starts an approved proposal's execution."""
+    hosts = {host.pk: (host, cp) for host, cp, _ in checked}
+    triggers = [_from_firing(host, f) for host, _, firings in checked for f in firings]
+    triggers += _from_predictions([h for h, _ in hosts.values()])
+    created = []
+    for trigger in triggers:
+        proposal = _open(trigger, hosts[trigger.host.pk][1], now)
+        if proposal is not None:
+            created.append(proposal)
+            if proposal.status == Proposal.Status.APPROVED:
+                transaction.on_commit(lambda pk=proposal.pk: enqueue(pk))
+    _lapse(list(hosts), triggers, now)
+    return created
+
+
+def _from_firing(host: Host, firing: Firing) -> Trigger:
+    p = firing.policy
+    return Trigger(
+        host,
+        p.failure_type,
+        p.severity,
+        f"guardrail:{p.name}",
+        p.interventions,
+        p.description or p.condition,
+    )
+
+
+def _from_predictions(hosts: list[Host]) -> list[Trigger]:
+    by_pk = {h.pk: h for h in hosts}
+    rows = PredictionRow.objects.filter(
+        host_id__in=list(by_pk), closed_at__isnull=True, probability__gte=OPEN_AT
+    )
+    return [
+        Trigger(
+            by_pk[r.host_id],
+            r.failure_type,
+            "critical" if (r.time_to_failure_s or 1e9) <= 300 else "warning",
+            f"prediction:{r.pk}",
+            tuple(r.recommended_mitigations),
+            f"{r.failure_type} predicted, p={r.probability:.2f}",
+        )
+        for r in rows
+    ]
+
+
+def _open(trigger: Trigger, checkpoint: dict[str, Any], now: datetime) -> Proposal | None:
+    """Open or join the incident; return a new proposal when the incident had no live one."""
+    with transaction.atomic():
+        incident = _incident(trigger, now)
+        if incident.proposals.filter(status__in=LIVE).exists():
+            return None
+        if _recently_proposed(incident, trigger, now):
+            return None
+        return _propose(incident, trigger, checkpoint, now)
+
+
+def _incident(trigger: Trigger, now: datetime) -> Incident:
+    signal = {
+        "kind": trigger.name.split(":")[0],
+        "name": trigger.name,
+        "at": now.timestamp(),
+        "detail": trigger.detail,
+    }
+    open_ = (
+        Incident.objects.select_for_update()
+        .filter(host=trigger.host, failure_type=trigger.failure_type)
+        .exclude(state=Incident.State.RESOLVED)
+        .first()
+    )
+    if open_ is None:
+        try:
+            with transaction.atomic():
+                return Incident.objects.create(
+                    host=trigger.host,
+                    failure_type=trigger.failure_type,
+                    severity=trigger.severity,
+                    opened_at=now,
+                    updated_at=now,
+                    signals=[signal],
+                    title=f"{trigger.failure_type.replace('_', ' ')} on {trigger.host.name}",
+                )
+        except IntegrityError:  # another worker opened it a moment ago
+            open_ = Incident.objects.select_for_update().get(
+                host=trigger.host,
+                failure_type=trigger.failure_type,
+                state__in=[Incident.State.OPEN, Incident.State.ACKNOWLEDGED],
+            )
+    if trigger.name not in {s.get("name") for s in open_.signals}:
+        open_.signals = [*open_.signals, signal]
+    if SEVERITY_RANK.get(trigger.severity, 0) > SEVERITY_RANK.get(open_.severity, 0):
+        open_.severity = trigger.severity
+    open_.updated_at = now
+    open_.save(update_fields=["signals", "severity", "updated_at"])
+    return open_
+
+
+def _recently_proposed(incident: Incident, trigger: Trigger, now: datetime) -> bool:
+    """A vetoed, lapsed or expired proposal is not re-made at once for the same incident."""
+    return incident.proposals.filter(
+        status__in=["vetoed", "lapsed", "expired", "escalated"],
+        decided_at__gte=now - timedelta(minutes=5),
+    ).exists()
+
+
+def _propose(
+    incident: Incident, trigger: Trigger, cp: dict[str, Any], now: datetime
+) -> Proposal | None:
+    host = trigger.host
+    ctx = Context(cp, trigger.failure_type, spare_hosts=_spare_hosts(host))
+    d = draft(
+        ctx,
+        learner_store.learner(),
+        fleet_state.gate_settings(),
+        fleet_state.fleet_state(now),
+        now.timestamp(),
+        preferred=trigger.interventions,
+        explore=getattr(settings, "HEALING_EXPLORE", True),
+    )
+    if d is None:
+        return None
+    gate = d.gate
+    if gate.host_breaker_open:
+        gate = type(gate)(False, False, gate.checks, True)  # the breaker sends it to an operator
+    proposal = Proposal.objects.create(
+        incident=incident,
+        host=host,
+        trigger=trigger.name,
+        strategy=d.best.plan.strategy,
+        params=d.best.plan.params,
+        plan=_plan_json(d.best.plan),
+        risk=d.best.risk,
+        confidence=round(d.best.recommendation.confidence, 4),
+        alternatives=[_option_json(o) for o in d.alternatives],
+        evidence=_evidence(trigger, cp, d),
+        context_key=d.context.key,
+        gate=[{"name": c.name, "ok": c.ok, "detail": c.detail} for c in gate.checks],
+        status=Proposal.Status.APPROVED if gate.auto else Proposal.Status.PENDING,
+        auto=gate.auto,
+        would_auto=gate.shadow,
+        on_expiry=d.on_expiry,
+        created_at=now,
+        deadline_at=now + timedelta(seconds=d.deadline_s),
+        decided_at=now if gate.auto else None,
+        chosen_strategy=d.best.plan.strategy if gate.auto else "",
+        metrics_before=_metrics(cp),
+    )
+    if gate.auto:
+        audit.record(
+            None,
+            "proposal.auto_approve",
+            f"proposal {proposal.pk} on {host.name}",
+            f"confidence {proposal.confidence:.2f}; every safety check passed",
+            strategy=proposal.strategy,
+            params=proposal.params,
+        )
+    return proposal
+
+
+def _spare_hosts(host: Host) -> list[dict[str, Any]]:
+    rows = Host.objects.filter(enabled=True, lifecycle_state="sleeping").exclude(pk=host.pk)
+    return [{"host": h.name, "model": h.model_name, "state": "sleeping"} for h in rows]
+
+
+def _plan_json(plan: Any) -> dict[str, Any]:
+    return {
+        "steps": [{"action": s.action, "params": s.params, "host": s.host} for s in plan.steps],
+        "capacity_cost": plan.capacity_cost,
+        "duration_s": plan.duration_s,
+        "reason": plan.reason,
+        "verification": {
+            "within_s": plan.verification.within_s,
+            "recover": [[r.metric, r.op, r.bound] for r in plan.verification.recover],
+            "must_not_happen": list(plan.verification.must_not_happen),
+            "text": plan.verification.describe(),
+        },
+    }
+
+
+def _option_json(option: Any) -> dict[str, Any]:
+    r = option.recommendation
+    return {
+        "strategy": option.plan.strategy,
+        "risk": option.risk,
+        "confidence": round(r.confidence, 4),
+        "why": r.why,
+        "params": option.plan.params,
+        "plan": _plan_json(option.plan),
+    }
+
+
+def _evidence(trigger: Trigger, cp: dict[str, Any], d: Draft) -> dict[str, Any]:
+    return {
+        "trigger": trigger.name,
+        "detail": trigger.detail,
+        "metrics": _metrics(cp),
+        "errors": [e.get("message") for e in (cp.get("errors") or [])][-3:],
+        "why": d.best.recommendation.why,
+        "not_possible": d.not_possible,
+    }
+
+
+def _metrics(cp: dict[str, Any]) -> dict[str, float]:
+    """Every figure of the checkpoint the guardrails can read, for the record and for
+    verification's before-and-after."""
+    from mitigations.guardrails import environment
+
+    return {
+        k: round(float(v), 4)
+        for k, v in environment(cp).items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and v == v
+    }
+
+
+def _lapse(host_ids: list[int], triggers: list[Trigger], now: datetime) -> None:
+    """Pending proposals of these hosts whose trigger no longer holds lapse."""
+    rails = guardrails()
+    holding = {(t.host.pk, t.name) for t in triggers}
+    names = {pk: h.name for pk, h in Host.objects.in_bulk(host_ids).items()}
+    for p in Proposal.objects.filter(host_id__in=host_ids, status=Proposal.Status.PENDING):
+        if (p.host_id, p.trigger) in holding:
+            continue
+        if p.trigger.startswith("guardrail:") and p.trigger[10:] in rails.holding(names[p.host_id]):
+            continue
+        with transaction.atomic():
+            n = Proposal.objects.filter(pk=p.pk, status=Proposal.Status.PENDING).update(
+                status=Proposal.Status.LAPSED,
+                decided_at=now,
+                decision_reason="its trigger no longer holds",
+            )
+            if n:
+                audit.record(
+                    None,
+                    "proposal.lapse",
+                    f"proposal {p.pk} on {names[p.host_id]}",
+                    f"{p.trigger} no longer holds",
+                )
