@@ -11,6 +11,7 @@ Exactly once, even when a task is redelivered or a worker dies mid-way:
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -25,14 +26,15 @@ from monitor.models import Host
 LOCK_SPACE = 0x5E17  # advisory-lock namespace for proposals
 
 
-def execute(proposal_id: int) -> str:
+def execute(proposal_id: int, clock: Callable[[], datetime] = timezone.now) -> str:
+    """Run the proposal's steps; `clock` gives the time (a simulated fleet has its own)."""
     with _lock(proposal_id) as got:
         if not got:
             return f"proposal {proposal_id} is being executed by another worker"
-        claimed = _claim(proposal_id)
+        claimed = _claim(proposal_id, clock())
         if claimed is None:
             return f"proposal {proposal_id} is not approved: nothing to do"
-        return _run(claimed)
+        return _run(claimed, clock)
 
 
 class _lock:
@@ -51,18 +53,18 @@ class _lock:
                 cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [LOCK_SPACE, self.key])
 
 
-def _claim(proposal_id: int) -> Proposal | None:
+def _claim(proposal_id: int, now: datetime) -> Proposal | None:
     """Move an approved proposal to executing (or take up one a dead worker left executing)."""
     with transaction.atomic():
         p = Proposal.objects.select_for_update().select_related("host").get(pk=proposal_id)
         if p.status == Proposal.Status.APPROVED:
-            p.status, p.started_at = Proposal.Status.EXECUTING, timezone.now()
+            p.status, p.started_at = Proposal.Status.EXECUTING, now
             p.save(update_fields=["status", "started_at"])
             return p
         return p if p.status == Proposal.Status.EXECUTING else None
 
 
-def _run(p: Proposal) -> str:
+def _run(p: Proposal, clock: Callable[[], datetime]) -> str:
     steps = _steps(p)
     done = list(p.steps_done)
     for i, step in enumerate(steps[len(done) :], start=len(done)):
@@ -75,7 +77,9 @@ def _run(p: Proposal) -> str:
                 )
             )
         except AgentActionError as exc:
-            return _failed(p, done, f"step {i + 1} ({step['action']} on {host.name}): {exc}")
+            return _failed(
+                p, done, f"step {i + 1} ({step['action']} on {host.name}): {exc}", clock()
+            )
         done.append(
             {
                 "step": i,
@@ -87,7 +91,7 @@ def _run(p: Proposal) -> str:
             }
         )
         Proposal.objects.filter(pk=p.pk).update(steps_done=done)
-    return _executed(p, done, timezone.now())
+    return _executed(p, done, clock())
 
 
 def _steps(p: Proposal) -> list[dict[str, Any]]:
@@ -130,8 +134,7 @@ def _executed(p: Proposal, done: list[dict[str, Any]], now: datetime) -> str:
     return f"proposal {p.pk}: {len(done)} step(s) done, verifying for {within:.0f} s"
 
 
-def _failed(p: Proposal, done: list[dict[str, Any]], error: str) -> str:
-    now = timezone.now()
+def _failed(p: Proposal, done: list[dict[str, Any]], error: str, now: datetime) -> str:
     Proposal.objects.filter(pk=p.pk).update(
         status=Proposal.Status.FAILED,
         steps_done=done,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from django.conf import settings as django_settings
-from django.db.models import Count
+from django.db.models import Count, Q
 
 from healing.models import Pause, Proposal, StrategySetting
 from mitigations.gate import Execution, FleetState, Settings
@@ -14,6 +14,7 @@ from monitor.models import Host
 
 LOOKBACK = timedelta(hours=2)  # rate limits, breakers and cooldowns look this far back
 RAN = ("executing", "verifying", "done", "failed")
+TAKING = ("approved", *RAN)  # an approved proposal is about to take its capacity
 
 
 def gate_settings() -> Settings:
@@ -28,6 +29,10 @@ def gate_settings() -> Settings:
         cooldown_s=getattr(django_settings, "MITIGATION_COOLDOWN_S", base.cooldown_s),
         capacity_budget=getattr(django_settings, "CAPACITY_BUDGET", base.capacity_budget),
         max_hosts_per_model=getattr(django_settings, "MAX_HOSTS_PER_MODEL", 1),
+        rate_limit=getattr(django_settings, "MITIGATION_RATE_LIMIT", base.rate_limit),
+        host_breaker_mitigations=getattr(
+            django_settings, "HOST_BREAKER_MITIGATIONS", base.host_breaker_mitigations
+        ),
     )
 
 
@@ -38,15 +43,15 @@ def fleet_state(now: datetime) -> FleetState:
     executions = [
         Execution(
             host=p.host.name,
-            model=p.host.model_name or None,
+            model=p.evidence.get("model") or p.host.model_name or None,
             strategy=p.chosen_strategy or p.strategy,
-            started_at=p.started_at.timestamp(),
-            ends_at=_ends_at(p, now),
+            started_at=(p.started_at or p.decided_at or now).timestamp(),
+            ends_at=capacity_back_at(p, now),
             capacity_cost=float(p.plan.get("capacity_cost") or 0.0),
             outcome=p.outcome or ("failure" if p.status == "failed" else None),
         )
         for p in Proposal.objects.select_related("host").filter(
-            status__in=RAN, started_at__gte=now - LOOKBACK
+            Q(started_at__gte=now - LOOKBACK) | Q(status="approved"), status__in=TAKING
         )
     ]
     pauses = [
@@ -56,11 +61,11 @@ def fleet_state(now: datetime) -> FleetState:
     return FleetState(sum(per_model.values()), per_model, executions, pauses)
 
 
-def _ends_at(p: Proposal, now: datetime) -> float:
-    """Capacity is out from the start until the plan's duration has passed, or until it was
-    verified, whichever is sooner; while it runs, assume the plan's duration."""
-    start = p.started_at.timestamp()
-    planned = start + float(p.plan.get("duration_s") or 0.0)
-    if p.status in ("executing", "verifying"):
+def capacity_back_at(p: Proposal, now: datetime) -> float:
+    """Capacity is out for the plan's duration (a drain and a restart, about), and at least
+    until its steps are done."""
+    start = p.started_at or p.decided_at or now
+    planned = start.timestamp() + float(p.plan.get("duration_s") or 0.0)
+    if p.status in ("approved", "executing"):
         return max(planned, now.timestamp() + 1.0)
-    return min(planned, (p.executed_at or now).timestamp())
+    return planned

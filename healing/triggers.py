@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 
 from healing import audit, fleet_state, learner_store
 from healing.models import GuardrailPolicy, Incident, Proposal
@@ -30,6 +30,7 @@ from monitor.models import Prediction as PredictionRow
 log = logging.getLogger(__name__)
 
 LIVE = ("pending", "approved", "executing", "verifying")
+GATE_LOCK = 0x5E17_6A7E
 SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
 
 
@@ -41,6 +42,7 @@ class Trigger:
     name: str  # "guardrail:<policy>" or "prediction:<id>"
     interventions: tuple[str, ...]
     detail: str
+    since: float  # epoch s of the first checkpoint that showed it
 
 
 # ---------------------------------------------------------------- guardrails, per process
@@ -100,7 +102,30 @@ def handle(
             if proposal.status == Proposal.Status.APPROVED:
                 transaction.on_commit(lambda pk=proposal.pk: enqueue(pk))
     _lapse(list(hosts), triggers, now)
+    _resolve_quiet(list(hosts), now)
     return created
+
+
+def _resolve_quiet(host_ids: list[int], now: datetime) -> None:
+    """Resolve the incidents of serving hosts that no signal has joined for INCIDENT_QUIET_S
+    and that have nothing in flight: the host has been healthy that long."""
+    quiet = now - timedelta(seconds=getattr(settings, "INCIDENT_QUIET_S", 600.0))
+    rows = (
+        Incident.objects.filter(host_id__in=host_ids, updated_at__lte=quiet,
+                                host__lifecycle_state="serving")
+        .exclude(state=Incident.State.RESOLVED)
+        .exclude(proposals__status__in=LIVE)
+        .select_related("host")
+    )  # fmt: skip
+    for incident in rows:
+        n = (
+            Incident.objects.filter(pk=incident.pk)
+            .exclude(state="resolved")
+            .update(state=Incident.State.RESOLVED, resolved_at=now, updated_at=now)
+        )
+        if n:
+            audit.record(None, "incident.resolve", incident.title,
+                         "no signal for the quiet time and the host serves")  # fmt: skip
 
 
 def _from_firing(host: Host, firing: Firing) -> Trigger:
@@ -112,6 +137,7 @@ def _from_firing(host: Host, firing: Firing) -> Trigger:
         f"guardrail:{p.name}",
         p.interventions,
         p.description or p.condition,
+        firing.since,
     )
 
 
@@ -128,6 +154,7 @@ def _from_predictions(hosts: list[Host]) -> list[Trigger]:
             f"prediction:{r.pk}",
             tuple(r.recommended_mitigations),
             f"{r.failure_type} predicted, p={r.probability:.2f}",
+            r.first_predicted_at.timestamp(),
         )
         for r in rows
     ]
@@ -136,6 +163,10 @@ def _from_predictions(hosts: list[Host]) -> list[Trigger]:
 def _open(trigger: Trigger, checkpoint: dict[str, Any], now: datetime) -> Proposal | None:
     """Open or join the incident; return a new proposal when the incident had no live one."""
     with transaction.atomic():
+        # One proposal at a time, fleet-wide: the gate's budget counts the proposals approved
+        # a moment ago, including those of another analysis worker.
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [GATE_LOCK])
         incident = _incident(trigger, now)
         if incident.proposals.filter(status__in=LIVE).exists():
             return None
@@ -282,6 +313,7 @@ def _evidence(trigger: Trigger, cp: dict[str, Any], d: Draft) -> dict[str, Any]:
     return {
         "trigger": trigger.name,
         "detail": trigger.detail,
+        "trigger_since": trigger.since,
         "metrics": _metrics(cp),
         "errors": [e.get("message") for e in (cp.get("errors") or [])][-3:],
         "why": d.best.recommendation.why,

@@ -5,14 +5,15 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.contrib.auth.decorators import login_required
+from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from healing import audit, decisions, queue, roles
+from healing import audit, decisions, learner_store, queue, roles
 from healing import tasks as healing_tasks
-from healing.models import Pause, Proposal
+from healing.models import Label, Pause, Proposal
 from monitor import live
 
 MAX_PAUSE_H = 24 * 7
@@ -105,3 +106,44 @@ def end_pause(request: HttpRequest, pause_id: int) -> HttpResponse:
         audit.record(request.user, "automation.resume", p.scope, f"ended the pause: {p.reason}")
     live.proposals_changed([])
     return HttpResponse(f"Automation resumed for {p.scope}.")
+
+
+@login_required
+def learner(request: HttpRequest) -> HttpResponse:
+    system = learner_store.learner()
+    contexts = []
+    for key, by_strategy in sorted(system.tallies.items()):
+        if key.count("|") != 2:
+            continue
+        rows = sorted(by_strategy.items(), key=lambda kv: -(kv[1].success_rate or 0))
+        contexts.append({"key": key.replace("|", " · "), "rows": rows})
+    agreed, reviewed = system.auto_agreement
+    return render(request, "healing/learner.html", {
+        "contexts": contexts, "rules": system.rules(), "calibration": system.reliability(),
+        "labels": Label.objects.values_list("kind").annotate(n=Count("pk")).order_by("kind"),
+        "labels_seen": system.labels_seen, "agreed": agreed, "reviewed": reviewed,
+        "auto": Proposal.objects.filter(auto=True).count(),
+        "overall": sorted(system.performance().items()),
+    })  # fmt: skip
+
+
+@login_required
+@require_POST
+def review(request: HttpRequest, proposal_id: int) -> HttpResponse:
+    """An operator's verdict on an automatic decision: agreeing or not teaches the learner."""
+    if not roles.is_operator(request.user):
+        return HttpResponse("Only operators may review automatic decisions.", status=403)
+    p = get_object_or_404(Proposal, pk=proposal_id)
+    verdict = request.POST.get("verdict")
+    if not p.auto or verdict not in ("agree", "disagree"):
+        return HttpResponse("Review an automatic decision with verdict agree or disagree.",
+                            status=400)  # fmt: skip
+    if Label.objects.filter(proposal=p, auto_agreed__isnull=False).exists():
+        return HttpResponse("This automatic decision was already reviewed.", status=409)
+    agreed = verdict == "agree"
+    learner_store.learn(kind="approved" if agreed else "vetoed", context_key=p.context_key,
+                        strategy=p.strategy, at=timezone.now(), confidence=p.confidence,
+                        auto_agreed=agreed, metrics=p.metrics_before, proposal=p)  # fmt: skip
+    audit.record(request.user, f"proposal.review_{verdict}", f"proposal {p.pk} on {p.host.name}",
+                 request.POST.get("reason", ""), strategy=p.strategy)  # fmt: skip
+    return HttpResponse(f"Recorded: you {verdict} with the automatic {p.strategy}.")

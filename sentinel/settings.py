@@ -208,6 +208,12 @@ AUTO_RISK_THRESHOLDS = {"high": max(AUTO_THRESHOLD, 0.98)}
 MITIGATION_COOLDOWN_S = envfloat("MITIGATION_COOLDOWN_S", "600", minimum=0.0)
 CAPACITY_BUDGET = envfloat("CAPACITY_BUDGET", "0.25", minimum=0.0)
 MAX_HOSTS_PER_MODEL = 1
+# An incident no signal has joined for this long, on a host that serves, is resolved.
+INCIDENT_QUIET_S = envfloat("INCIDENT_QUIET_S", "600", minimum=0.0)
+# Runs of one strategy per hour, fleet-wide; mitigations of one host in 30 min that open its
+# breaker.
+MITIGATION_RATE_LIMIT = int(envfloat("MITIGATION_RATE_LIMIT", "10", minimum=0))
+HOST_BREAKER_MITIGATIONS = int(envfloat("HOST_BREAKER_MITIGATIONS", "3", minimum=1))
 
 CELERY_BROKER_URL = REDIS_URL
 CELERY_BROKER_TRANSPORT_OPTIONS = {"global_keyprefix": f"{REDIS_PREFIX}:celery:"}

@@ -338,6 +338,16 @@ class SimulatedVllm:
             self.env.update(env)
         self._start(timeline_on=self.scenario.replay_after_restart)
 
+    def redeploy(self) -> None:
+        """Start again as a new deployment would: the scenario's own engine arguments and its
+        timeline from the start, whatever a mitigation changed (the fault comes back)."""
+        run = self.run
+        if run is not None and self.phase is not Phase.DOWN:
+            terminate(run.proc)
+        self.given = EngineArgs(model=self.scenario.host.model, max_model_len=DEFAULT_MAX_MODEL_LEN)
+        self.given = self.given.with_changes(self.scenario.engine_args)
+        self._start(timeline_on=True)
+
     def add_external_process(self, pid: int, used_bytes: int, gpu_index: int = 0) -> None:
         """Put a process that is not vLLM's on a GPU; it stays until removed."""
         self.external.append(ForeignProcess(gpu_index, pid, used_bytes))

@@ -16,8 +16,8 @@ from healing.models import AuditEntry, Incident, Label, LearnerState, Proposal
 from monitor import analysis, ingest, polling
 from monitor import healing as monitor_healing
 from monitor.models import Host
+from simulator.drill import ThreadedFleet
 from tests.factories import make_checkpoint
-from tests.healing.conftest import ThreadedFleet
 
 T0 = 1_790_000_000.0
 
