@@ -23,6 +23,8 @@ from learning.labels import context_of
 from mitigations.base import Outcome, Recovery, Verification, judge
 from mitigations.guardrails import environment
 
+LOOK_BEFORE = timedelta(seconds=300)
+
 
 def verify(proposal_id: int, now: datetime | None = None) -> tuple[str, float | None]:
     """Judge the proposal if its window has passed; return (what happened, seconds to wait)."""
@@ -32,16 +34,20 @@ def verify(proposal_id: int, now: datetime | None = None) -> tuple[str, float | 
         return f"proposal {p.pk} is {p.status}: nothing to verify", None
     if p.verify_until and now < p.verify_until:
         return "too early", (p.verify_until - now).total_seconds()
-    checkpoints = _checkpoints(p.host_id, p.executed_at or now, p.verify_until or now)
+    executed = p.executed_at or now
+    # From a while before the steps: a failure already going on when they ran is the one they
+    # answered, not a new one (the episode then starts before them and is not counted).
+    checkpoints = _checkpoints(p.host_id, executed - LOOK_BEFORE, p.verify_until or now)
     spec = _spec(p)
     failures = [
-        f.failure_type
-        for f in failures_in(checkpoints)
-        if p.executed_at is None or f.started_at >= p.executed_at.timestamp()
+        f.failure_type for f in failures_in(checkpoints) if f.started_at >= executed.timestamp()
     ]
-    after = [environment(cp) for cp in checkpoints[-3:]]
+    window = [
+        cp for cp in checkpoints if float(cp.get("collected_at") or 0) >= executed.timestamp()
+    ]
+    after = [environment(cp) for cp in window[-3:]]
     outcome = judge(spec, p.metrics_before, after, failures, executed=True)
-    last = checkpoints[-1] if checkpoints else None
+    last = window[-1] if window else None
     finish(p, outcome, _figures(after[-1]) if after else {}, last, now)
     return f"proposal {p.pk}: {outcome}", None
 

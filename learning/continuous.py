@@ -27,7 +27,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from learning.labels import Label, LearningContext
+from learning.labels import QUEUED_AT, Label, LearningContext
 
 STATE_FORMAT = 1  # 1: 2026-11 first version
 
@@ -208,6 +208,31 @@ class ContinuousLearningSystem:
             return confidence
         weight = n / (n + MIN_BIN_N)
         return (1 - weight) * confidence + weight * good / n
+
+    # ------------------------------------------------------------------ the seed's calls
+
+    def get_learning_recommendations(
+        self,
+        state: Any,
+        errors: Sequence[str],
+        metrics: dict[str, float],
+        candidates: Sequence[str] | None = None,
+    ) -> list[Recommendation]:
+        """Recommendations for a host in lifecycle `state` (an enum or its value) with these
+        errors (failure types, or error categories such as "cuda_oom") and metrics (e.g.
+        {"requests_waiting": 80}); the seed's entry point, over `recommend()`."""
+        failure_type = next((e for e in errors if e in self.prior), errors[0] if errors else "")
+        waiting = float(metrics.get("requests_waiting") or 0.0)
+        running = float(metrics.get("requests_running") or 0.0)
+        load = "queued" if waiting > QUEUED_AT else "busy" if running > 0 else "idle"
+        name = str(getattr(state, "value", state)).lower()
+        context = LearningContext(failure_type, name, load)
+        names = candidates if candidates is not None else self.prior.get(failure_type, [])
+        return self.recommend(context, list(names))
+
+    def record_attempt(self, attempt: Label) -> None:
+        """The seed's name for learning from one mitigation attempt (a label)."""
+        self.learn(attempt)
 
     # ------------------------------------------------------------------ reading
 

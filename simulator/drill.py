@@ -47,7 +47,7 @@ LEARNING_DRILL_SETTINGS = {
     "MITIGATION_COOLDOWN_S": 120.0,
     "HOST_BREAKER_MITIGATIONS": 6,
     "MITIGATION_RATE_LIMIT": 60,
-    "MAX_HOSTS_PER_MODEL": 2,
+    "MAX_HOSTS_PER_MODEL": 4,
     "INCIDENT_QUIET_S": 180.0,
 }
 REDEPLOY_AFTER_S = 60.0  # a healed host is redeployed (its fault returns) this long after
@@ -88,6 +88,7 @@ class Report:
     auto_agreed: int = 0
     vetoed_then_auto: int = 0  # automatic runs of a strategy the operator had vetoed before
     outcomes: Counter[str] = field(default_factory=Counter)
+    statuses: Counter[str] = field(default_factory=Counter)
     auto_share_by_quarter: list[float] = field(default_factory=list)
     recovery_s: list[float] = field(default_factory=list)  # first signal -> verified success
     incidents: int = 0
@@ -115,7 +116,10 @@ class Report:
             f"automatic choices the operator would have made: {self.auto_agreed}/{self.auto} "
             f"({100 * self.agreement:.1f} %); automatic runs of a strategy it had vetoed: "
             f"{self.vetoed_then_auto}",
-            "outcomes: " + ", ".join(f"{k} {v}" for k, v in sorted(self.outcomes.items())),
+            "outcomes: "
+            + ", ".join(f"{k} {v}" for k, v in sorted(self.outcomes.items()))
+            + "; proposals ended "
+            + ", ".join(f"{k} {v}" for k, v in self.statuses.most_common()),
             f"first signal -> verified recovery: p50 {p50:.0f} s, p90 {p90:.0f} s "
             f"(n={len(rec)}; includes the {300:.0f} s verification window)",
             f"most capacity out at once: {100 * self.max_capacity_out:.0f} % of the fleet "
@@ -152,14 +156,12 @@ def all_hosts_at_once(hosts: int = 8, duration_s: float = 900.0, seed: int = 5) 
 
 
 def keeps_failing(duration_s: float = 2700.0, seed: int = 5) -> Report:
-    """Safety: a host whose fault comes back after every mitigation, a confident learner and
-    no operator: its breaker must open and an operator be asked."""
-    prime("kv_cache_exhausted", "lower_max_num_seqs")
-    from django.test import override_settings
-
-    with override_settings(MITIGATION_COOLDOWN_S=60.0):  # so it can fail again and again
-        return _run(4, ["kv_cache_exhaustion", "healthy", "healthy", "healthy"], seed,
-                    duration_s, 10.0, None, operator=False, cure=False, redeploy=False)  # fmt: skip
+    """Safety: a host whose overheating comes back soon after every mitigation (the fault is
+    the cooling, which a restart does not fix), a confident learner and no operator: its
+    breaker must open and an operator be asked."""
+    prime("thermal_throttling", "reduce_batch_size")
+    return _run(4, ["thermal_throttling", "healthy", "healthy", "healthy"], seed, duration_s,
+                10.0, None, operator=False, cure=False, redeploy=False)  # fmt: skip
 
 
 def prime(failure_type: str, strategy: str, n: int = 40) -> None:
@@ -374,6 +376,7 @@ def _finish(report: Report, auto_timeline: list[tuple[float, bool]], duration_s:
     report.outcomes = Counter(
         Proposal.objects.exclude(outcome="").values_list("outcome", flat=True)
     )
+    report.statuses = Counter(Proposal.objects.values_list("status", flat=True))
     report.incidents = Incident.objects.count()
     for incident in Incident.objects.filter(state=Incident.State.RESOLVED):
         report.incidents_resolved += 1

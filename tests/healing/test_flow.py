@@ -182,6 +182,13 @@ def test_an_approved_proposal_runs_once_on_the_real_agent_and_is_verified(
         f"{p.idempotency_key}:1",
     ]
 
+    # A worker that died after the agent ran the steps but before it recorded them: the
+    # redelivered task sends them again with the same keys, and the agent runs nothing twice.
+    Proposal.objects.filter(pk=p.pk).update(status="executing", steps_done=[])
+    assert execution.execute(p.pk).startswith(f"proposal {p.pk}: 2 step(s) done")
+    assert len(sim_fleet.run(_jobs(entry))) == 2
+    p.refresh_from_db()
+
     summary, wait = verification.verify(p.pk, now=p.verify_until - timedelta(seconds=1))
     assert summary == "too early" and wait is not None
     done_at = p.executed_at.timestamp()

@@ -120,3 +120,13 @@ def test_the_context_of_a_checkpoint() -> None:
     assert context_of(cp, "kv_cache_exhausted") == KV
     assert context_of({"lifecycle_state": "failed_cuda_oom"}, "cuda_oom").load == "idle"
     assert LearningContext.from_key(KV.key) == KV
+
+
+def test_the_seeds_calls() -> None:
+    learner = ContinuousLearningSystem(PRIOR)
+    for i in range(10):
+        learner.record_attempt(outcome(KV, "reset_prefix_cache", "success", i))
+    ranked = learner.get_learning_recommendations(
+        state="SERVING", errors=["kv_cache_exhausted"], metrics={"requests_waiting": 95}
+    )
+    assert ranked[0].strategy == "reset_prefix_cache" and ranked[0].n == 10
