@@ -8,7 +8,7 @@ from datetime import datetime
 from django.db import transaction
 
 from healing import audit
-from healing.models import Proposal
+from healing.models import Incident, Proposal
 
 
 def expire_due(now: datetime) -> list[int]:
@@ -24,6 +24,10 @@ def expire_due(now: datetime) -> list[int]:
             p.status, p.decided_at = p.on_expiry, now
             p.decision_reason = "nobody decided before the deadline"
             p.save(update_fields=["status", "decided_at", "decision_reason"])
+            if p.on_expiry == Proposal.Status.ESCALATED:  # nobody answered: it is critical now
+                Incident.objects.filter(pk=p.incident_id).update(
+                    severity="critical", updated_at=now
+                )
             audit.record(
                 None,
                 f"proposal.{p.on_expiry}",

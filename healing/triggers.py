@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -168,7 +168,9 @@ def _open(trigger: Trigger, checkpoint: dict[str, Any], now: datetime) -> Propos
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [GATE_LOCK])
         incident = _incident(trigger, now)
-        if incident.proposals.filter(status__in=LIVE).exists():
+        # One mitigation at a time per host: a second incident of the same episode (a hang,
+        # then the engine's death) joins the wait instead of restarting the host again.
+        if Proposal.objects.filter(host=trigger.host, status__in=LIVE).exists():
             return None
         if _recently_proposed(incident, trigger, now):
             return None
@@ -316,9 +318,23 @@ def _evidence(trigger: Trigger, cp: dict[str, Any], d: Draft) -> dict[str, Any]:
         "trigger_since": trigger.since,
         "metrics": _metrics(cp),
         "errors": [e.get("message") for e in (cp.get("errors") or [])][-3:],
+        "forecast": _forecast(trigger.host),
         "why": d.best.recommendation.why,
         "not_possible": d.not_possible,
     }
+
+
+def _forecast(host: Host) -> list[str]:
+    """The host's forecast threshold crossings, in words: what the operator is racing."""
+    from monitor.models import Forecast
+
+    found = []
+    for fc in Forecast.objects.filter(host=host):
+        for name, at in sorted(fc.crossings.items()):
+            if at is not None:
+                found.append(f"{fc.metric} reaches {name} at "
+                             f"{datetime.fromtimestamp(at, tz=UTC):%H:%M:%S} UTC")  # fmt: skip
+    return found
 
 
 def _metrics(cp: dict[str, Any]) -> dict[str, float]:

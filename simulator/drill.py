@@ -32,12 +32,13 @@ from simulator.fleet import Fleet, FleetConfig, run_fleet
 SCENARIOS = ["kv_cache_exhaustion", "memory_leak_oom", "thermal_throttling", "engine_death"]
 # What the scripted operator approves for each failure type; anything else it vetoes.
 OPERATOR_LIKES: dict[str, frozenset[str]] = {
-    "kv_cache_exhausted": frozenset({"lower_max_num_seqs", "reset_prefix_cache"}),
+    "kv_cache_exhausted": frozenset({"lower_max_num_seqs", "lower_max_num_batched_tokens"}),
     "cuda_oom": frozenset({"drain_and_restart", "lower_gpu_memory_utilization"}),
     "thermal_throttling": frozenset({"reduce_batch_size"}),
     "hang": frozenset({"restart_failed_workers"}),
     "engine_dead": frozenset({"restart_failed_workers"}),
 }
+AUTO_TOO = ("restart_failed_workers",)  # high risk, enabled for the learning drill
 THINK_S = 20.0  # the operator answers this long after a proposal appears
 # The drill's hosts fail every ten minutes or so, far more often than real ones, so the learning
 # drill loosens the per-host and fleet limits (the safety drills keep the defaults): otherwise
@@ -142,6 +143,11 @@ def drill(
     `duration_s` simulated seconds. Needs Django set up on a database the drill may fill."""
     from django.test import override_settings
 
+    from healing.models import StrategySetting
+
+    # The admin lets restarts of dead or hung engines run by themselves too (high risk: they
+    # need a confidence of 0.98); by default they always wait for an operator.
+    StrategySetting.objects.filter(strategy__in=AUTO_TOO).update(auto_enabled=True)
     with override_settings(**LEARNING_DRILL_SETTINGS):
         return _run(hosts, SCENARIOS, seed, duration_s, step_s, progress, operator=True,
                     cure=True, redeploy=True)  # fmt: skip
@@ -363,7 +369,7 @@ def _redeploy(fleet: ThreadedFleet, t: float, healed_at: dict[str, float]) -> No
         age = fleet.fleet.clock.time() - when.timestamp()
         if age >= REDEPLOY_AFTER_S and healed_at.get(host.name) != when.timestamp():
             healed_at[host.name] = when.timestamp()
-            host.sim.redeploy()
+            fleet.run(host.supervisor.redeploy())
 
 
 def _finish(report: Report, auto_timeline: list[tuple[float, bool]], duration_s: float) -> None:

@@ -134,6 +134,15 @@ class SimulatedSupervisor:
         await self._changed()
         return {"pid_before": before, "pid": self.pid, "argv": self.command.argv()}
 
+    async def redeploy(self) -> None:
+        """A new deployment, planned (not a crash): the scenario's own arguments again and its
+        timeline from the start, so a fault a mitigation cured comes back."""
+        await self.stop()  # as vLLM stops: its GPU memory is free for the next process
+        self.sim.redeploy()
+        self.command = command_for(self.sim.given)
+        self.after_step()
+        await self._changed()
+
     def after_step(self) -> None:
         """Report an exit, then a start, if the engine's process changed since last time."""
         run = self.sim.run

@@ -148,6 +148,7 @@ def test_deadlines_escalate_disruptive_proposals_and_never_run_them(host: Host) 
     assert expiry.expire_due(p.deadline_at) == [p.pk]
     p.refresh_from_db()
     assert p.status == "escalated" and p.started_at is None
+    assert Incident.objects.get().severity == "critical"
 
 
 @pytest.mark.django_db(transaction=True)

@@ -1,7 +1,10 @@
 import secrets
 
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand
+
+from healing.roles import ADMIN, OPERATOR
 
 
 class Command(BaseCommand):
@@ -17,5 +20,8 @@ class Command(BaseCommand):
         user.set_password(password)
         user.is_staff = user.is_superuser = options["staff"]
         user.save()
+        # Operators decide on proposals; staff are admins too (policies, strategies).
+        roles = [OPERATOR, ADMIN] if options["staff"] else [OPERATOR]
+        user.groups.add(*(Group.objects.get_or_create(name=name)[0] for name in roles))
         verb = "created" if created else "reset"
         self.stdout.write(f"{verb} user {user.username!r} with password {password!r}")
