@@ -23,3 +23,9 @@
   document.addEventListener("htmx:wsAfterMessage", refresh);
   setInterval(refresh, 1000);
 })();
+
+// Content that arrives over a websocket (the approvals queue) carries hx-* attributes too:
+// have htmx wire them up, so its buttons post in place instead of navigating away.
+document.addEventListener("htmx:wsAfterMessage", function (event) {
+  if (window.htmx) window.htmx.process(event.target);
+});
