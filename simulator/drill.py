@@ -99,6 +99,7 @@ class Report:
     breaker_asks: int = 0  # proposals sent to an operator because a host's breaker was open
     held_back: Counter[str] = field(default_factory=Counter)  # safety checks that stopped one
     confidence_by_quarter: list[float] = field(default_factory=list)  # median of the proposals
+    asked_before_first_auto: int = 0  # proposals the operator saw before the learner first acted
 
     @property
     def agreement(self) -> float:
@@ -113,7 +114,8 @@ class Report:
             f"{self.proposals}: {self.decided_by_operator} decided by the operator, {self.auto} "
             "executed by the learner itself",
             "share executed automatically, by quarter of the drill: "
-            + " -> ".join(f"{100 * s:.0f} %" for s in self.auto_share_by_quarter),
+            + " -> ".join(f"{100 * s:.0f} %" for s in self.auto_share_by_quarter)
+            + f" (the first {self.asked_before_first_auto} proposals all went to the operator)",
             f"automatic choices the operator would have made: {self.auto_agreed}/{self.auto} "
             f"({100 * self.agreement:.1f} %); automatic runs of a strategy it had vetoed: "
             f"{self.vetoed_then_auto}",
@@ -379,6 +381,8 @@ def _finish(report: Report, auto_timeline: list[tuple[float, bool]], duration_s:
     for t, auto in auto_timeline:
         quarters[min(int(4 * t / duration_s), 3)].append(auto)
     report.auto_share_by_quarter = [sum(q) / len(q) if q else 0.0 for q in quarters]
+    autos = [i for i, (_, auto) in enumerate(auto_timeline) if auto]
+    report.asked_before_first_auto = autos[0] if autos else len(auto_timeline)
     report.outcomes = Counter(
         Proposal.objects.exclude(outcome="").values_list("outcome", flat=True)
     )

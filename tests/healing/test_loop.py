@@ -17,10 +17,10 @@ def test_the_learner_takes_over_what_the_operator_approves_and_nothing_it_vetoes
     # A lower bar than the default 0.9 so that half an hour of incidents is enough to see it.
     with override_settings(AUTO_THRESHOLD=0.7):
         report = drill.drill(hosts=6, duration_s=2400.0)
-    first, *_, last = report.auto_share_by_quarter
+    first, _, third, last = report.auto_share_by_quarter
     assert report.proposals >= 15, report.lines()
-    assert first == 0.0 and report.auto > 0, report.lines()  # it starts by asking, then acts
-    assert report.auto_share_by_quarter[2] + last > 0
+    assert report.asked_before_first_auto >= 5, report.lines()  # it starts by asking
+    assert report.auto > 0 and (third + last) / 2 > first, report.lines()  # then it acts
     assert report.agreement >= 0.95, report.lines()
     assert report.vetoed_then_auto == 0, report.lines()
     assert report.outcomes["success"] > report.outcomes["failure"], report.lines()
