@@ -130,3 +130,29 @@ async def test_the_queue_socket_refuses_anonymous_users() -> None:
     )
     connected, code = await communicator.connect()
     assert not connected and code == 4401
+
+
+@pytest.mark.django_db
+def test_the_learner_page_shows_what_it_learnt_and_reviews_teach_it(alice: Any, bob: Any) -> None:
+    from django.utils import timezone
+
+    from healing import learner_store
+
+    key = "kv_cache_exhausted|serving|queued"
+    for _ in range(6):
+        learner_store.learn(kind="outcome", context_key=key, strategy="lower_max_num_seqs",
+                            at=timezone.now(), outcome="success", execution_s=80.0,
+                            confidence=0.95)  # fmt: skip
+    p = _pending_proposal()
+    Proposal.objects.filter(pk=p.pk).update(auto=True, status="done")
+    client = _client(_operator(alice))
+    assert _client(bob).post(f"/proposals/{p.pk}/review", {"verdict": "agree"}).status_code == 403
+    assert client.post(f"/proposals/{p.pk}/review", {"verdict": "maybe"}).status_code == 400
+    assert client.post(f"/proposals/{p.pk}/review", {"verdict": "disagree"}).status_code == 200
+    assert client.post(f"/proposals/{p.pk}/review", {"verdict": "agree"}).status_code == 409
+    page = client.get("/learner/").content.decode()
+    rule = "when kv_cache_exhausted in serving with waiting &gt; 50, lower_max_num_seqs succeeds"
+    assert rule in page and "100 % (n=6)" in page
+    assert "reviewed by operators: 1, agreed with: 0" in page
+    assert "outcome" in page and "vetoed" in page  # label counts
+    assert AuditEntry.objects.filter(action="proposal.review_disagree", actor="alice").exists()
