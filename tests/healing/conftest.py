@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 
 from healing import learner_store, triggers
-from monitor import analysis
+from monitor import analysis, models_cache
 from simulator.drill import ThreadedFleet
 from simulator.fleet import FleetConfig
 
@@ -31,6 +31,7 @@ def _defaults(request: Any) -> None:
 @pytest.fixture(autouse=True)
 def _fresh_caches() -> None:
     analysis._analyzers.clear()
+    models_cache.forget()  # no pattern model or state graph another test trained
     learner_store.forget_cache()
     triggers._rails = None
 
