@@ -148,7 +148,7 @@ def test_deadlines_escalate_disruptive_proposals_and_never_run_them(host: Host) 
     assert expiry.expire_due(p.deadline_at) == [p.pk]
     p.refresh_from_db()
     assert p.status == "escalated" and p.started_at is None
-    assert Incident.objects.get().severity == "critical"
+    assert Incident.objects.get(pk=p.incident_id).severity == "critical"
 
 
 @pytest.mark.django_db(transaction=True)
@@ -198,7 +198,7 @@ def test_an_approved_proposal_runs_once_on_the_real_agent_and_is_verified(
     verification.verify(p.pk, now=p.verify_until)
     p.refresh_from_db()
     assert p.status == "done" and p.outcome == "success"
-    assert Incident.objects.get().state == "resolved"
+    assert Incident.objects.get(pk=p.incident_id).state == "resolved"
     outcome = Label.objects.get(kind="outcome")
     assert outcome.strategy == "lower_max_num_seqs" and outcome.outcome == "success"
     learner = learner_store.learner()

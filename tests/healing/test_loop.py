@@ -24,7 +24,8 @@ def test_the_learner_takes_over_what_the_operator_approves_and_nothing_it_vetoes
     assert report.agreement >= 0.95, report.lines()
     assert report.vetoed_then_auto == 0, report.lines()
     assert report.outcomes["success"] > report.outcomes["failure"], report.lines()
-    assert report.max_auto_capacity_out <= settings.CAPACITY_BUDGET + 1e-9
+    # The learning drill's own budget (simulator/drill.py LEARNING_DRILL_SETTINGS)
+    assert report.max_auto_capacity_out <= drill.LEARNING_DRILL_SETTINGS["CAPACITY_BUDGET"] + 1e-9
 
 
 def test_a_fault_on_every_host_at_once_stays_within_the_capacity_budget() -> None:
