@@ -65,7 +65,7 @@ def _claim(proposal_id: int, now: datetime) -> Proposal | None:
 
 
 def _run(p: Proposal, clock: Callable[[], datetime]) -> str:
-    steps = _steps(p)
+    steps = list(p.chosen()["plan"].get("steps") or [])
     done = list(p.steps_done)
     for i, step in enumerate(steps[len(done) :], start=len(done)):
         host = _host_for(p, step)
@@ -94,29 +94,12 @@ def _run(p: Proposal, clock: Callable[[], datetime]) -> str:
     return _executed(p, done, clock())
 
 
-def _steps(p: Proposal) -> list[dict[str, Any]]:
-    """The chosen plan's steps: the proposal's own, or the approved alternative's."""
-    if p.chosen_strategy and p.chosen_strategy != p.strategy:
-        for alt in p.alternatives:
-            if alt.get("strategy") == p.chosen_strategy:
-                return list(alt["plan"]["steps"])
-    return list(p.plan.get("steps") or [])
-
-
-def _verification(p: Proposal) -> dict[str, Any]:
-    if p.chosen_strategy and p.chosen_strategy != p.strategy:
-        for alt in p.alternatives:
-            if alt.get("strategy") == p.chosen_strategy:
-                return dict(alt["plan"]["verification"])
-    return dict(p.plan.get("verification") or {})
-
-
 def _host_for(p: Proposal, step: dict[str, Any]) -> Host:
     return Host.objects.get(name=step["host"]) if step.get("host") else p.host
 
 
 def _executed(p: Proposal, done: list[dict[str, Any]], now: datetime) -> str:
-    within = float(_verification(p).get("within_s") or 300.0)
+    within = float(p.chosen()["plan"].get("verification", {}).get("within_s") or 300.0)
     Proposal.objects.filter(pk=p.pk).update(
         status=Proposal.Status.VERIFYING,
         steps_done=done,

@@ -4,6 +4,7 @@ the learner's labels and state, pauses, and the audit log."""
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from django.conf import settings
 from django.db import models
@@ -115,9 +116,15 @@ class Proposal(models.Model):
         indexes = [models.Index(fields=["status", "deadline_at"], name="proposal_status")]
         ordering = ["-created_at"]
 
-    @property
-    def is_pending(self) -> bool:
-        return self.status == self.Status.PENDING
+    def chosen(self) -> dict[str, Any]:
+        """The option decided on (an approved alternative, else the proposal's own), as
+        {"strategy", "plan", "confidence"}."""
+        strategy = self.chosen_strategy or self.strategy
+        for alt in self.alternatives:
+            if strategy != self.strategy and alt.get("strategy") == strategy:
+                return {"strategy": strategy, "plan": alt["plan"],
+                        "confidence": float(alt.get("confidence") or 0.0)}  # fmt: skip
+        return {"strategy": self.strategy, "plan": self.plan, "confidence": self.confidence}
 
 
 class Label(models.Model):

@@ -22,7 +22,7 @@ from healing import audit, fleet_state, learner_store
 from healing.models import GuardrailPolicy, Incident, Proposal
 from learning.hysteresis import OPEN_AT
 from mitigations.base import Context
-from mitigations.guardrails import Firing, Guardrails, Policy
+from mitigations.guardrails import Firing, Guardrails, Policy, figures
 from mitigations.proposals import Draft, draft
 from monitor.models import Host
 from monitor.models import Prediction as PredictionRow
@@ -265,7 +265,7 @@ def _propose(
         deadline_at=now + timedelta(seconds=d.deadline_s),
         decided_at=now if gate.auto else None,
         chosen_strategy=d.best.plan.strategy if gate.auto else "",
-        metrics_before=_metrics(cp),
+        metrics_before=figures(cp),
     )
     if gate.auto:
         audit.record(
@@ -316,7 +316,7 @@ def _evidence(trigger: Trigger, cp: dict[str, Any], d: Draft) -> dict[str, Any]:
         "trigger": trigger.name,
         "detail": trigger.detail,
         "trigger_since": trigger.since,
-        "metrics": _metrics(cp),
+        "metrics": figures(cp),
         "errors": [e.get("message") for e in (cp.get("errors") or [])][-3:],
         "forecast": _forecast(trigger.host),
         "why": d.best.recommendation.why,
@@ -335,18 +335,6 @@ def _forecast(host: Host) -> list[str]:
                 found.append(f"{fc.metric} reaches {name} at "
                              f"{datetime.fromtimestamp(at, tz=UTC):%H:%M:%S} UTC")  # fmt: skip
     return found
-
-
-def _metrics(cp: dict[str, Any]) -> dict[str, float]:
-    """Every figure of the checkpoint the guardrails can read, for the record and for
-    verification's before-and-after."""
-    from mitigations.guardrails import environment
-
-    return {
-        k: round(float(v), 4)
-        for k, v in environment(cp).items()
-        if isinstance(v, int | float) and not isinstance(v, bool) and v == v
-    }
 
 
 def _lapse(host_ids: list[int], triggers: list[Trigger], now: datetime) -> None:

@@ -8,12 +8,10 @@ becomes a label for the learner, and a success resolves the incident.
 
 from __future__ import annotations
 
-import math
 from datetime import datetime, timedelta
 from typing import Any
 
-import msgspec
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from healing import audit, learner_store
@@ -21,7 +19,8 @@ from healing.models import Incident, Proposal
 from learning.history import failures_in
 from learning.labels import context_of
 from mitigations.base import Outcome, Recovery, Verification, judge
-from mitigations.guardrails import environment
+from mitigations.guardrails import environment, figures
+from monitor.analysis import recent_checkpoints
 
 LOOK_BEFORE = timedelta(seconds=300)
 
@@ -37,7 +36,8 @@ def verify(proposal_id: int, now: datetime | None = None) -> tuple[str, float | 
     executed = p.executed_at or now
     # From a while before the steps: a failure already going on when they ran is the one they
     # answered, not a new one (the episode then starts before them and is not counted).
-    checkpoints = _checkpoints(p.host_id, executed - LOOK_BEFORE, p.verify_until or now)
+    until = (p.verify_until or now).timestamp() + 0.001
+    checkpoints = recent_checkpoints(p.host_id, (executed - LOOK_BEFORE).timestamp(), until)
     spec = _spec(p)
     failures = [
         f.failure_type for f in failures_in(checkpoints) if f.started_at >= executed.timestamp()
@@ -48,7 +48,7 @@ def verify(proposal_id: int, now: datetime | None = None) -> tuple[str, float | 
     after = [environment(cp) for cp in window[-3:]]
     outcome = judge(spec, p.metrics_before, after, failures, executed=True)
     last = window[-1] if window else None
-    finish(p, outcome, _figures(after[-1]) if after else {}, last, now)
+    finish(p, outcome, figures(window[-1]) if window else {}, last, now)
     return f"proposal {p.pk}: {outcome}", None
 
 
@@ -80,7 +80,7 @@ def finish(
             at=now,
             outcome=outcome,
             execution_s=((p.executed_at or now) - started).total_seconds(),
-            confidence=_confidence(p, strategy),
+            confidence=p.chosen()["confidence"],
             next_context_key=nxt,
             metrics=p.metrics_before,
             proposal=p,
@@ -100,42 +100,10 @@ def finish(
         )
 
 
-def _confidence(p: Proposal, strategy: str) -> float | None:
-    if strategy == p.strategy:
-        return p.confidence
-    for alt in p.alternatives:
-        if alt.get("strategy") == strategy:
-            return float(alt.get("confidence") or 0.0)
-    return None
-
-
 def _spec(p: Proposal) -> Verification:
-    data = p.plan.get("verification") or {}
-    strategy = p.chosen_strategy or p.strategy
-    if strategy != p.strategy:
-        for alt in p.alternatives:
-            if alt.get("strategy") == strategy:
-                data = alt["plan"]["verification"]
+    data = p.chosen()["plan"].get("verification") or {}
     return Verification(
         float(data.get("within_s") or 300.0),
         tuple(Recovery(m, op, float(b)) for m, op, b in data.get("recover") or ()),
         tuple(data.get("must_not_happen") or ()),
     )
-
-
-def _figures(env: dict[str, Any]) -> dict[str, float]:
-    return {
-        k: round(float(v), 4)
-        for k, v in env.items()
-        if isinstance(v, int | float) and not isinstance(v, bool) and not math.isnan(v)
-    }
-
-
-def _checkpoints(host_id: int, since: datetime, until: datetime) -> list[dict[str, Any]]:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT data::text FROM monitor_checkpoint WHERE host_id = %s "
-            "AND collected_at >= %s AND collected_at <= %s ORDER BY collected_at",
-            [host_id, since - timedelta(seconds=1), until],
-        )
-        return [msgspec.json.decode(row[0]) for row in cursor.fetchall()]

@@ -94,6 +94,16 @@ def environment(checkpoint: Mapping[str, Any], predictions: Sequence[Any] = ()) 
     return env
 
 
+def figures(checkpoint: Mapping[str, Any]) -> dict[str, float]:
+    """Every number a condition can read in a checkpoint, NaNs left out: the record of the
+    metrics before and after a mitigation."""
+    return {
+        k: round(float(v), 4)
+        for k, v in environment(checkpoint).items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and not math.isnan(v)
+    }
+
+
 def _nansum(a: float, b: float) -> float:
     return (
         math.nan

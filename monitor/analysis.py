@@ -101,12 +101,12 @@ def _analyzer_for(host: Host, cp: Checkpoint) -> tuple[HostAnalyzer, list[dict[s
     missed: list[dict[str, Any]] = []
     if cached is None:
         analyzer = HostAnalyzer()
-        missed = _recent_checkpoints(host.pk, cp.collected_at - analyzer.window_s, cp.collected_at)
+        missed = recent_checkpoints(host.pk, cp.collected_at - analyzer.window_s, cp.collected_at)
         cached = (analyzer, 0.0)
     elif previous_t is not None and cached[1] < previous_t:
         # Only the checkpoints this process missed (another worker, or a dropped late batch).
         start = max(cached[1], cp.collected_at - cached[0].window_s)
-        missed = _recent_checkpoints(host.pk, start, cp.collected_at)
+        missed = recent_checkpoints(host.pk, start, cp.collected_at)
     for checkpoint in missed:
         cached[0].add(checkpoint)
     _analyzers[host.pk] = (cached[0], cp.collected_at)
@@ -116,7 +116,7 @@ def _analyzer_for(host: Host, cp: Checkpoint) -> tuple[HostAnalyzer, list[dict[s
     return cached[0], missed
 
 
-def _recent_checkpoints(host_id: int, after: float, before: float) -> list[dict[str, Any]]:
+def recent_checkpoints(host_id: int, after: float, before: float) -> list[dict[str, Any]]:
     """Return the host's stored checkpoints collected in (after, before), oldest first."""
     import msgspec
 
