@@ -15,10 +15,13 @@ import pytest
 from agent.checkpoint import decode, encode
 from agent.collectors.process import ProcessCollector
 
+# The child says "ready" (on the inherited stdout) once its interpreter is up, so its
+# memory has stopped growing before the test measures it.
 PARENT_WITH_CHILD = (
     "import subprocess, sys, time; "
-    "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)']); "
-    "print('ready', flush=True); time.sleep(30)"
+    "subprocess.Popen([sys.executable, '-c', "
+    "'import time; print(\\'ready\\', flush=True); time.sleep(30)']); "
+    "time.sleep(30)"
 )
 
 
