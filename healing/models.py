@@ -7,6 +7,8 @@ import uuid
 from typing import Any
 
 from django.conf import settings
+from django.contrib.postgres.indexes import GinIndex
+from django.contrib.postgres.search import SearchVectorField
 from django.db import models
 
 from monitor.models import Host
@@ -34,22 +36,69 @@ class GuardrailPolicy(models.Model):
 
 
 class Incident(models.Model):
-    """One failure episode of one host: opened by the first prediction, guardrail or failure."""
+    """One failure episode of one host, or (host empty, `members` set) the same failure on
+    several hosts of one model within minutes: a fleet incident.
+
+    Opened by the first prediction, guardrail or failure; later signals join it. Open →
+    acknowledged → resolved (by itself once the host is healthy for INCIDENT_QUIET_S, after a
+    verified mitigation, or by an operator with a note); reopened if the failure returns within
+    INCIDENT_REOPEN_S. The figures are filled in when it resolves (healing/incident_figures.py).
+    """
 
     class State(models.TextChoices):
         OPEN = "open"
         ACKNOWLEDGED = "acknowledged"
         RESOLVED = "resolved"
 
-    host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="incidents")
+    class Healed(models.TextChoices):
+        AUTOMATIC = "automatic"  # a mitigation Sentinel ran by itself worked
+        APPROVAL = "approval"  # a mitigation an operator approved worked
+        HAND = "hand"  # an operator resolved it without a mitigation of ours that worked
+        ITSELF = "itself"  # it went quiet with no mitigation that worked
+
+    host = models.ForeignKey(
+        Host, null=True, blank=True, on_delete=models.CASCADE, related_name="incidents"
+    )
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="members"
+    )
+    model_name = models.CharField(max_length=300, blank=True)  # the host's, when it opened
     failure_type = models.CharField(max_length=40)
     severity = models.CharField(max_length=20, default="warning")
     state = models.CharField(max_length=20, choices=State.choices, default=State.OPEN)
     title = models.CharField(max_length=300)
     opened_at = models.DateTimeField()
     updated_at = models.DateTimeField()
-    resolved_at = models.DateTimeField(null=True, blank=True)
+    last_signal_at = models.DateTimeField(null=True, blank=True)
     signals = models.JSONField(default=list)  # [{"kind", "name", "at", "detail"}], oldest first
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+    acknowledged_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    resolution = models.CharField(max_length=1000, blank=True)
+    reopened = models.PositiveIntegerField(default=0)
+    # Figures, filled in on resolution.
+    first_predicted_at = models.DateTimeField(null=True, blank=True)
+    failed_at = models.DateTimeField(null=True, blank=True)
+    mitigated_at = models.DateTimeField(null=True, blank=True)
+    lead_time_s = models.FloatField(null=True, blank=True)  # first prediction → failure
+    detect_s = models.FloatField(null=True, blank=True)  # failure → incident (0 if predicted)
+    mitigate_s = models.FloatField(null=True, blank=True)  # opened → first mitigation ran
+    recover_s = models.FloatField(null=True, blank=True)  # opened → resolved
+    healed_by = models.CharField(max_length=20, choices=Healed.choices, blank=True)
+    search = SearchVectorField(null=True, blank=True)  # errors, notes, signals, title
 
     class Meta:
         constraints = [
@@ -59,7 +108,37 @@ class Incident(models.Model):
                 name="incident_one_open_per_failure",
             )
         ]
+        indexes = [
+            models.Index(fields=["-opened_at"], name="incident_opened"),
+            models.Index(fields=["host", "-opened_at"], name="incident_host_opened"),
+            models.Index(
+                fields=["-opened_at"],
+                condition=models.Q(parent__isnull=True),
+                name="incident_top_opened",
+            ),
+            GinIndex(fields=["search"], name="incident_search"),
+        ]
         ordering = ["-opened_at"]
+
+    def __str__(self) -> str:
+        return self.title
+
+    @property
+    def is_fleet(self) -> bool:
+        return self.host_id is None
+
+
+class IncidentNote(models.Model):
+    """What an operator wrote on an incident: a comment, an acknowledgement, a resolution."""
+
+    incident = models.ForeignKey(Incident, on_delete=models.CASCADE, related_name="notes")
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
+    at = models.DateTimeField()
+    kind = models.CharField(max_length=20, default="note")  # note, acknowledge, resolve
+    text = models.CharField(max_length=2000)
+
+    class Meta:
+        ordering = ["at"]
 
 
 class Proposal(models.Model):

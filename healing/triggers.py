@@ -16,9 +16,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import connection, transaction
 
-from healing import audit, fleet_state, learner_store
+from healing import audit, fleet_state, incidents, learner_store
 from healing.models import GuardrailPolicy, Incident, Proposal
 from learning.hysteresis import OPEN_AT
 from mitigations.base import Context
@@ -31,7 +31,6 @@ log = logging.getLogger(__name__)
 
 LIVE = ("pending", "approved", "executing", "verifying")
 GATE_LOCK = 0x5E17_6A7E
-SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,21 +110,14 @@ def _resolve_quiet(host_ids: list[int], now: datetime) -> None:
     and that have nothing in flight: the host has been healthy that long."""
     quiet = now - timedelta(seconds=getattr(settings, "INCIDENT_QUIET_S", 600.0))
     rows = (
-        Incident.objects.filter(host_id__in=host_ids, updated_at__lte=quiet,
+        Incident.objects.filter(host_id__in=host_ids, last_signal_at__lte=quiet,
                                 host__lifecycle_state="serving")
         .exclude(state=Incident.State.RESOLVED)
         .exclude(proposals__status__in=LIVE)
-        .select_related("host")
+        .values_list("pk", flat=True)
     )  # fmt: skip
-    for incident in rows:
-        n = (
-            Incident.objects.filter(pk=incident.pk)
-            .exclude(state="resolved")
-            .update(state=Incident.State.RESOLVED, resolved_at=now, updated_at=now)
-        )
-        if n:
-            audit.record(None, "incident.resolve", incident.title,
-                         "no signal for the quiet time and the host serves")  # fmt: skip
+    for pk in list(rows):
+        incidents.resolve(pk, None, "", now, why="no signal for the quiet time and the host serves")
 
 
 def _from_firing(host: Host, firing: Firing) -> Trigger:
@@ -184,37 +176,7 @@ def _incident(trigger: Trigger, now: datetime) -> Incident:
         "at": now.timestamp(),
         "detail": trigger.detail,
     }
-    open_ = (
-        Incident.objects.select_for_update()
-        .filter(host=trigger.host, failure_type=trigger.failure_type)
-        .exclude(state=Incident.State.RESOLVED)
-        .first()
-    )
-    if open_ is None:
-        try:
-            with transaction.atomic():
-                return Incident.objects.create(
-                    host=trigger.host,
-                    failure_type=trigger.failure_type,
-                    severity=trigger.severity,
-                    opened_at=now,
-                    updated_at=now,
-                    signals=[signal],
-                    title=f"{trigger.failure_type.replace('_', ' ')} on {trigger.host.name}",
-                )
-        except IntegrityError:  # another worker opened it a moment ago
-            open_ = Incident.objects.select_for_update().get(
-                host=trigger.host,
-                failure_type=trigger.failure_type,
-                state__in=[Incident.State.OPEN, Incident.State.ACKNOWLEDGED],
-            )
-    if trigger.name not in {s.get("name") for s in open_.signals}:
-        open_.signals = [*open_.signals, signal]
-    if SEVERITY_RANK.get(trigger.severity, 0) > SEVERITY_RANK.get(open_.severity, 0):
-        open_.severity = trigger.severity
-    open_.updated_at = now
-    open_.save(update_fields=["signals", "severity", "updated_at"])
-    return open_
+    return incidents.open_or_join(trigger.host, trigger.failure_type, trigger.severity, signal, now)
 
 
 def _recently_proposed(incident: Incident, trigger: Trigger, now: datetime) -> bool:

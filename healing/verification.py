@@ -14,8 +14,8 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from healing import audit, learner_store
-from healing.models import Incident, Proposal
+from healing import audit, incidents, learner_store
+from healing.models import Proposal
 from learning.history import failures_in
 from learning.labels import context_of
 from mitigations.base import Outcome, Recovery, Verification, judge
@@ -86,9 +86,7 @@ def finish(
             proposal=p,
         )
         if outcome == "success":
-            Incident.objects.filter(pk=p.incident_id).exclude(state="resolved").update(
-                state=Incident.State.RESOLVED, resolved_at=now, updated_at=now
-            )
+            incidents.resolve(p.incident_id, None, "", now, why=f"{strategy} worked (verified)")
         audit.record(
             None,
             "proposal.verify",
