@@ -83,6 +83,31 @@ class Checkpoint(models.Model):
         ]
 
 
+class CheckpointRollup(models.Model):
+    """One host-minute of checkpoints, folded into figures by monitor/retention.py.
+
+    Raw checkpoints are kept for days, these for months: a chart of an old range draws from
+    them. `figures` maps a chart series (monitor/summary.py's names) to [avg, min, max] over
+    the minute, leaving out series not measured in it. A jsonb of the charts' own names, not
+    ~50 float columns: a new series needs no migration and old rows just lack it, and at
+    about 1 KB per host-minute it is still tens of times smaller than the raw minute.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    host = models.ForeignKey(Host, on_delete=models.CASCADE, db_index=False)
+    minute = models.DateTimeField()
+    samples = models.PositiveIntegerField()  # checkpoints folded in
+    lifecycle_state = models.CharField(max_length=40)  # of the minute's last checkpoint
+    figures = models.JSONField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["host", "minute"], name="rollup_host_minute")
+        ]
+        # Rollups are written in minute order, so retention finds the old ones by a BRIN.
+        indexes = [BrinIndex(fields=["minute"], name="rollup_minute_brin")]
+
+
 class LifecycleTransition(models.Model):
     host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="transitions")
     at = models.DateTimeField()

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import datetime, timedelta
 
 from celery import shared_task
@@ -9,6 +10,8 @@ from django.utils import timezone
 
 from monitor import analysis, healing, ingest, live, polling, retention, training
 from monitor.models import Host
+
+log = logging.getLogger(__name__)
 
 
 @shared_task(expires=settings.POLL_INTERVAL_S * 0.9)
@@ -68,9 +71,21 @@ def analyze_batch(host_ids: list[int], received_at: str) -> str:
 
 @shared_task(expires=settings.RETENTION_INTERVAL_S * 0.9)
 def prune_checkpoints() -> str:
-    cutoff = timezone.now() - timedelta(days=settings.CHECKPOINT_RETENTION_DAYS)
-    deleted = retention.delete_checkpoints_before(cutoff)
-    return f"deleted {deleted} checkpoints received before {cutoff:%Y-%m-%d %H:%M}"
+    """Roll up the checkpoints about to go, prune raw ones, then prune old rollups."""
+    window = retention.IncidentWindow(
+        before=timedelta(seconds=settings.INCIDENT_WINDOW_BEFORE_S),
+        after=timedelta(seconds=settings.INCIDENT_WINDOW_AFTER_S),
+    )
+    pruned = retention.apply_retention(
+        timezone.now(),
+        keep_raw=timedelta(days=settings.CHECKPOINT_RETENTION_DAYS),
+        keep_rollups=timedelta(days=settings.CHECKPOINT_ROLLUP_RETENTION_DAYS),
+        window=window,
+    )
+    summary = (f"rolled up {pruned.rolled_up} host-minutes, deleted {pruned.deleted} checkpoints "
+               f"and {pruned.rollups_deleted} rollups")  # fmt: skip
+    log.info("%s", summary)
+    return summary
 
 
 @shared_task(expires=settings.TRAIN_CHECK_INTERVAL_S * 0.9)

@@ -13,6 +13,8 @@ from monitor.models import Host
 
 WINDOWS_S = {"5m": 300, "15m": 900, "1h": 3600, "6h": 6 * 3600, "24h": 24 * 3600}
 DEFAULT_WINDOW = "15m"
+# The series endpoint draws longer windows too: from 1-minute rollups past the raw retention.
+SERIES_WINDOWS_S = {**WINDOWS_S, "7d": 7 * 86400, "30d": 30 * 86400, "90d": 90 * 86400}
 
 
 @login_required
@@ -37,8 +39,8 @@ def host_detail(request: HttpRequest, name: str) -> HttpResponse:
 @login_required
 def host_series(request: HttpRequest, name: str) -> JsonResponse:
     host = get_object_or_404(Host, name=name)
-    window = _window(request)
-    since = timezone.now() - timedelta(seconds=WINDOWS_S[window])
+    window = _window(request, SERIES_WINDOWS_S)
+    since = timezone.now() - timedelta(seconds=SERIES_WINDOWS_S[window])
     forecasts = [
         {"metric": f.metric, "times": f.times, "values": f.values, "lower": f.lower,
          "upper": f.upper, "crossings": f.crossings}
@@ -64,6 +66,6 @@ def state_graph_json(request: HttpRequest) -> JsonResponse:
     return JsonResponse(graph_view.graph_for_drawing(host, timezone.now()))
 
 
-def _window(request: HttpRequest) -> str:
+def _window(request: HttpRequest, windows: dict[str, int] = WINDOWS_S) -> str:
     window = request.GET.get("window", DEFAULT_WINDOW)
-    return window if window in WINDOWS_S else DEFAULT_WINDOW
+    return window if window in windows else DEFAULT_WINDOW

@@ -183,6 +183,11 @@ POLL_TIMEOUT_S = envfloat("POLL_TIMEOUT_S", str(min(2.0, POLL_INTERVAL_S * 0.8))
 POLL_BATCH_SIZE = envint("POLL_BATCH_SIZE", "500", minimum=1)
 POLL_CONCURRENCY = envint("POLL_CONCURRENCY", "200", minimum=1)
 CHECKPOINT_RETENTION_DAYS = envfloat("CHECKPOINT_RETENTION_DAYS", "7", minimum=0.01)
+# Raw checkpoints older than that live on as 1-minute rollups (monitor/retention.py); those of
+# a host around its incidents are kept raw while the incident exists.
+CHECKPOINT_ROLLUP_RETENTION_DAYS = envfloat("CHECKPOINT_ROLLUP_RETENTION_DAYS", "90", minimum=0.01)
+INCIDENT_WINDOW_BEFORE_S = envfloat("INCIDENT_WINDOW_BEFORE_S", "900", minimum=0)
+INCIDENT_WINDOW_AFTER_S = envfloat("INCIDENT_WINDOW_AFTER_S", "300", minimum=0)
 RETENTION_INTERVAL_S = envfloat("RETENTION_INTERVAL_S", "3600", minimum=10)
 TRAIN_CHECK_INTERVAL_S = envfloat("TRAIN_CHECK_INTERVAL_S", "600", minimum=10)
 MAX_CHECKPOINT_BYTES = envint("MAX_CHECKPOINT_BYTES", str(2 * 1024 * 1024), minimum=1024)
