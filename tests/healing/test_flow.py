@@ -4,41 +4,17 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.db import connection
 
-from agent.checkpoint import decode, encode
-from healing import decisions, execution, expiry, learner_store, triggers, verification
+from healing import decisions, execution, expiry, learner_store, verification
 from healing.models import AuditEntry, Incident, Label, LearnerState, Proposal
-from monitor import analysis, ingest, polling
-from monitor import healing as monitor_healing
 from monitor.models import Host
 from simulator.drill import ThreadedFleet
-from tests.factories import make_checkpoint
-
-T0 = 1_790_000_000.0
-
-
-def poll(host: Host, at: float, enqueued: list[int], **changes: Any) -> list[Proposal]:
-    """Store one checkpoint of `host` as a poll would, analyse it, and run the triggers."""
-    host.refresh_from_db()
-    target = polling.PollTarget(host_id=host.pk, name=host.name, url=host.agent_url, token="t")
-    cp = decode(
-        encode(
-            make_checkpoint(
-                host=host.name, collected_at=at, engine_args={"max_num_seqs": 256}, **changes
-            )
-        )
-    )
-    now = datetime.fromtimestamp(at, tz=UTC)
-    report = ingest.store_poll_results({host.pk: host}, [polling.PollResult(target, 0.01, cp)], now)
-    watch = monitor_healing.Watch()
-    findings = analysis.analyze_stored(report.checkpoints, now, observe=watch.observe)
-    return triggers.handle(watch.fired(findings.checkpoints), now, enqueued.append)
-
+from tests.healing.polling import T0, poll
 
 KV_FULL = {"kv_cache_usage_pct": 99.0, "requests_waiting": 80.0, "requests_running": 200.0}
 

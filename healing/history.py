@@ -1,0 +1,215 @@
+"""The incident history: filters from a URL's query string to a queryset, and the patterns
+operators learn from. The list shows top-level incidents: a host's own, and fleet incidents
+with their hosts folded in (a filter matches a fleet incident when one of its hosts matches).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.contrib.postgres.search import SearchQuery
+from django.db.models import Avg, Count, Exists, F, OuterRef, Q, QuerySet
+from django.db.models.functions import TruncWeek
+
+from healing.models import Incident, Proposal
+
+RAN = ("executing", "verifying", "done", "failed")  # proposals whose steps were sent
+SORTS: dict[str, tuple[Any, ...]] = {
+    "newest": ("-opened_at", "-id"),
+    "oldest": ("opened_at", "id"),
+    "severity": ("-severity_rank", "-opened_at"),
+    "longest": (F("recover_s").desc(nulls_last=True), "-opened_at"),  # open ones last
+    "host": ("host__name", "-opened_at"),
+    "failure": ("failure_type", "-opened_at"),
+}
+CHOICES = {
+    "state": {s.value for s in Incident.State},
+    "severity": {"info", "warning", "critical"},
+    "healed": {h.value for h in Incident.Healed},
+    "outcome": {"success", "no_effect", "failure", "made_worse"},
+}
+
+
+@dataclass
+class Filters:
+    """What the list is asked for; every field is a query-string parameter of the same name."""
+
+    host: str = ""
+    model: str = ""
+    failure_type: str = ""
+    severity: str = ""
+    state: str = ""
+    healed: str = ""
+    strategy: str = ""  # a mitigation that ran
+    outcome: str = ""  # a mitigation outcome
+    decided_by: str = ""  # an operator who decided on a proposal or resolved it
+    q: str = ""  # text over errors, notes, signals and titles
+    since: datetime | None = None  # opened at or after ("from" in the URL)
+    until: datetime | None = None  # opened before ("to")
+    sort: str = "newest"
+    errors: list[str] = field(default_factory=list)
+
+    def query_string(self, **override: Any) -> str:
+        """This filter as a URL query string, with some fields replaced (for sort/page links)."""
+        from urllib.parse import urlencode
+
+        pairs = {}
+        for f in fields(self):
+            if f.name == "errors":
+                continue
+            value = override.get(f.name, getattr(self, f.name))
+            if isinstance(value, datetime):
+                value = value.strftime("%Y-%m-%dT%H:%M")
+            if value and not (f.name == "sort" and value == "newest"):
+                pairs[{"since": "from", "until": "to"}.get(f.name, f.name)] = value
+        if page := override.get("page"):
+            pairs["page"] = page
+        return urlencode(pairs)
+
+
+def parse(params: Mapping[str, str]) -> Filters:
+    """Read the filters; what cannot be understood is left out and said in `errors`."""
+    f = Filters()
+    for name in ("host", "model", "failure_type", "strategy", "decided_by", "q"):
+        setattr(f, name, (params.get(name) or "").strip()[:300])
+    for name, allowed in CHOICES.items():
+        value = (params.get(name) or "").strip()
+        if value and value not in allowed:
+            f.errors.append(f"{name} {value!r} is not one of {', '.join(sorted(allowed))}")
+        elif value:
+            setattr(f, name, value)
+    for key, name in (("from", "since"), ("to", "until")):
+        if text := (params.get(key) or "").strip():
+            try:
+                setattr(f, name, _when(text))
+            except ValueError:
+                f.errors.append(
+                    f"{key} {text!r} is not a time: use 2026-11-27, 2026-11-27T13:00, or 7d / 12h"
+                )
+    sort = params.get("sort") or "newest"
+    if sort in SORTS:
+        f.sort = sort
+    else:
+        f.errors.append(f"sort {sort!r} is not one of {', '.join(SORTS)}")
+    return f
+
+
+def _when(text: str) -> datetime:
+    """An ISO date or time (UTC unless it says otherwise), or an age like 7d, 12h, 30m."""
+    units = {"d": 86400, "h": 3600, "m": 60}
+    if text[-1:] in units and text[:-1].isdigit():
+        return datetime.now(tz=UTC) - timedelta(seconds=int(text[:-1]) * units[text[-1]])
+    when = datetime.fromisoformat(text)
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def incidents(f: Filters) -> QuerySet[Incident]:
+    """The top-level incidents matching `f`, sorted."""
+    rows = Incident.objects.filter(parent__isnull=True)
+    if f.host:
+        rows = rows.filter(_self_or_member(Q(host__name=f.host)))
+    if f.model:
+        rows = rows.filter(model_name=f.model)
+    for name in ("failure_type", "severity", "state"):
+        if value := getattr(f, name):
+            rows = rows.filter(**{name: value})
+    if f.healed:
+        rows = rows.filter(healed_by=f.healed)
+    if f.since:
+        rows = rows.filter(opened_at__gte=f.since)
+    if f.until:
+        rows = rows.filter(opened_at__lt=f.until)
+    if f.q:
+        query = SearchQuery(f.q, config="simple", search_type="websearch")
+        rows = rows.filter(_self_or_member(Q(search=query)))
+    ran = Q()
+    if f.strategy:
+        ran &= Q(status__in=RAN) & (
+            Q(chosen_strategy=f.strategy) | Q(chosen_strategy="", strategy=f.strategy)
+        )
+    if f.outcome:
+        ran &= Q(outcome=f.outcome)
+    if ran:
+        rows = rows.filter(_has_proposal(ran))
+    if f.decided_by:
+        who = f.decided_by
+        rows = rows.filter(
+            _has_proposal(Q(decided_by__username=who))
+            | Q(resolved_by__username=who)
+            | Q(acknowledged_by__username=who)
+        )
+    if f.sort == "severity":
+        rows = rows.annotate(severity_rank=_severity_rank())
+    return rows.order_by(*SORTS[f.sort])
+
+
+def _self_or_member(match: Q) -> Q:
+    """`match` on the incident itself, or on one of a fleet incident's hosts."""
+    return match | Q(Exists(Incident.objects.filter(match, parent=OuterRef("pk"))))
+
+
+def _has_proposal(match: Q) -> Q:
+    own = Proposal.objects.filter(match, incident=OuterRef("pk"))
+    members = Proposal.objects.filter(match, incident__parent=OuterRef("pk"))
+    return Q(Exists(own)) | Q(Exists(members))
+
+
+def _severity_rank() -> Any:
+    from django.db.models import Case, IntegerField, Value, When
+
+    return Case(
+        When(severity="critical", then=Value(2)),
+        When(severity="warning", then=Value(1)),
+        default=Value(0),
+        output_field=IntegerField(),
+    )
+
+
+# ---------------------------------------------------------------- patterns
+
+
+def patterns(since: datetime, until: datetime, top: int = 10) -> dict[str, Any]:
+    """Top failure types per host, model and week; mean time to detect and to recover; the
+    share healed automatically; the hosts that fail most. Counted over host incidents (a fleet
+    incident's hosts each count once)."""
+    rows = Incident.objects.filter(host__isnull=False, opened_at__gte=since, opened_at__lt=until)
+    resolved = rows.filter(state=Incident.State.RESOLVED)
+    totals = resolved.aggregate(
+        mttd=Avg("detect_s"),
+        mttr=Avg("recover_s"),
+        mttm=Avg("mitigate_s"),
+        lead=Avg("lead_time_s"),
+        resolved=Count("id"),
+        automatic=Count("id", filter=Q(healed_by="automatic")),
+        approval=Count("id", filter=Q(healed_by="approval")),
+        hand=Count("id", filter=Q(healed_by="hand")),
+        itself=Count("id", filter=Q(healed_by="itself")),
+    )
+    n = totals["resolved"] or 0
+    return {
+        "since": since,
+        "until": until,
+        "incidents": rows.count(),
+        "totals": totals,
+        "share_automatic": (totals["automatic"] / n) if n else None,
+        "by_host": list(
+            rows.values("host__name", "failure_type").annotate(n=Count("id")).order_by("-n")[:top]
+        ),
+        "by_model": list(
+            rows.values("model_name", "failure_type").annotate(n=Count("id")).order_by("-n")[:top]
+        ),
+        "by_week": list(
+            rows.annotate(week=TruncWeek("opened_at"))
+            .values("week", "failure_type")
+            .annotate(n=Count("id"))
+            .order_by("-week", "-n")[: top * 4]
+        ),
+        "worst_hosts": list(
+            rows.values("host__name")
+            .annotate(n=Count("id"), mttr=Avg("recover_s"))
+            .order_by("-n")[:top]
+        ),
+    }
