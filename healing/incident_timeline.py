@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
@@ -14,8 +15,9 @@ from healing.models import Incident, Proposal
 from monitor.models import GpuEvent, LifecycleTransition, VllmError
 from monitor.models import Prediction as PredictionRow
 
-BEFORE = timedelta(minutes=15)  # the window drawn and listed around an incident
-AFTER = timedelta(minutes=5)
+# The window drawn and listed around an incident: retention keeps its raw checkpoints.
+BEFORE = timedelta(seconds=getattr(settings, "INCIDENT_WINDOW_BEFORE_S", 900))
+AFTER = timedelta(seconds=getattr(settings, "INCIDENT_WINDOW_AFTER_S", 300))
 MAX_ENTRIES_PER_KIND = 200  # a flapping host can log thousands; the page shows the first
 
 
