@@ -38,6 +38,48 @@ def has_role(user: Any, role: str) -> bool:
     return bool(user.groups.filter(name__in=at_least).exists())
 
 
+def roles_of(user: Any) -> dict[str, bool]:
+    """Return {"viewer": bool, "operator": bool, "admin": bool} for `user`, in one query."""
+    if not getattr(user, "is_authenticated", False) or not user.is_active:
+        return dict.fromkeys(ROLES, False)
+    if user.is_superuser:
+        return dict.fromkeys(ROLES, True)
+    held = set(user.groups.filter(name__in=ROLES).values_list("name", flat=True))
+    top = max((ROLES.index(name) for name in held), default=-1)
+    return {role: ROLES.index(role) <= top for role in ROLES}
+
+
+def context(request: HttpRequest) -> dict[str, Any]:
+    """A template context processor: `roles.operator`, `roles.admin`... for the signed-in user."""
+    from django.utils.functional import SimpleLazyObject
+
+    return {"roles": SimpleLazyObject(lambda: roles_of(request.user))}
+
+
+class RoleBackend:
+    """An authentication backend that authenticates no one and gives the admin role every model
+    permission, as Django gives a superuser: in the admin, the role decides, not per-model
+    grants. Model admins still narrow it (the audit log has no add, change or delete)."""
+
+    def authenticate(self, request: HttpRequest | None, **credentials: Any) -> None:
+        return None
+
+    def get_user(self, user_id: Any) -> None:
+        return None
+
+    def has_perm(self, user: Any, perm: str, obj: Any = None) -> bool:
+        return self._is_admin(user)
+
+    def has_module_perms(self, user: Any, app_label: str) -> bool:
+        return self._is_admin(user)
+
+    def _is_admin(self, user: Any) -> bool:
+        # Django asks for dozens of permissions per admin page: one query per user object.
+        if not hasattr(user, "_sentinel_is_admin"):
+            user._sentinel_is_admin = user.is_active and is_admin(user)
+        return bool(user._sentinel_is_admin)
+
+
 def role_required(
     role: str,
 ) -> Callable[[Callable[..., HttpResponse]], Callable[..., HttpResponse]]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from django.contrib.auth.decorators import login_required
 from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
@@ -14,12 +13,13 @@ from django.views.decorators.http import require_POST
 from healing import audit, decisions, learner_store, queue, roles
 from healing import tasks as healing_tasks
 from healing.models import Label, Pause, Proposal
+from healing.roles import operator_required, viewer_required
 from monitor import live
 
 MAX_PAUSE_H = 24 * 7
 
 
-@login_required
+@viewer_required
 def approvals(request: HttpRequest) -> HttpResponse:
     now = timezone.now()
     return render(
@@ -35,11 +35,9 @@ def approvals(request: HttpRequest) -> HttpResponse:
     )
 
 
-@login_required
+@operator_required
 @require_POST
 def decide(request: HttpRequest, proposal_id: int) -> HttpResponse:
-    if not roles.is_operator(request.user):
-        return HttpResponse("Only operators may decide on proposals.", status=403)
     get_object_or_404(Proposal, pk=proposal_id)
     try:
         p = decisions.decide(
@@ -61,11 +59,9 @@ def decide(request: HttpRequest, proposal_id: int) -> HttpResponse:
     return render(request, "healing/_decided.html", {"p": p})
 
 
-@login_required
+@operator_required
 @require_POST
 def pause(request: HttpRequest) -> HttpResponse:
-    if not roles.is_operator(request.user):
-        return HttpResponse("Only operators may pause automation.", status=403)
     scope = (request.POST.get("scope") or "").strip()
     reason = (request.POST.get("reason") or "").strip()
     try:
@@ -94,11 +90,9 @@ def pause(request: HttpRequest) -> HttpResponse:
     return HttpResponse(f"Paused {scope} until {timezone.localtime(p.until):%Y-%m-%d %H:%M}.")
 
 
-@login_required
+@operator_required
 @require_POST
 def end_pause(request: HttpRequest, pause_id: int) -> HttpResponse:
-    if not roles.is_operator(request.user):
-        return HttpResponse("Only operators may end a pause.", status=403)
     p = get_object_or_404(Pause, pk=pause_id)
     now = timezone.now()
     if p.until > now:
@@ -108,7 +102,7 @@ def end_pause(request: HttpRequest, pause_id: int) -> HttpResponse:
     return HttpResponse(f"Automation resumed for {p.scope}.")
 
 
-@login_required
+@viewer_required
 def learner(request: HttpRequest) -> HttpResponse:
     system = learner_store.learner()
     contexts = []
@@ -127,12 +121,10 @@ def learner(request: HttpRequest) -> HttpResponse:
     })  # fmt: skip
 
 
-@login_required
+@operator_required
 @require_POST
 def review(request: HttpRequest, proposal_id: int) -> HttpResponse:
     """An operator's verdict on an automatic decision: agreeing or not teaches the learner."""
-    if not roles.is_operator(request.user):
-        return HttpResponse("Only operators may review automatic decisions.", status=403)
     p = get_object_or_404(Proposal, pk=proposal_id)
     verdict = request.POST.get("verdict")
     if not p.auto or verdict not in ("agree", "disagree"):

@@ -1,10 +1,47 @@
+from typing import Any
+
+from django import forms
 from django.contrib import admin
 
+from healing.admin import AuditedAdmin
 from monitor.models import Checkpoint, Host, IngestError, LifecycleTransition
 
 
+class HostForm(forms.ModelForm):
+    """The agent token is a secret: never drawn into the page; left blank, it stays as it was."""
+
+    agent_url = forms.URLField(
+        max_length=500, assume_scheme="http", help_text=Host._meta.get_field("agent_url").help_text
+    )
+    agent_token = forms.CharField(
+        required=False,
+        max_length=200,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
+        help_text="Bearer token the agent expects. Leave blank to keep the current one.",
+    )
+
+    class Meta:
+        model = Host
+        fields = "__all__"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.initial["agent_token"] = ""  # so a blank field is no change, and no copy is drawn
+
+    def clean_agent_token(self) -> str:
+        token: str = self.cleaned_data["agent_token"]
+        if token:
+            return token
+        if self.instance.pk:
+            return str(Host.objects.values_list("agent_token", flat=True).get(pk=self.instance.pk))
+        raise forms.ValidationError("Give the token the agent expects.")
+
+
 @admin.register(Host)
-class HostAdmin(admin.ModelAdmin):
+class HostAdmin(AuditedAdmin):
+    form = HostForm
+    audit_name = "host"
+    secret_fields = ("agent_token",)
     list_display = [
         "name",
         "agent_url",

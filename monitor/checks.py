@@ -2,6 +2,7 @@
 
 from django.conf import settings
 from django.core.checks import Error, register
+from django.core.exceptions import ImproperlyConfigured
 
 
 @register()
@@ -15,8 +16,15 @@ def check_polling(app_configs, **kwargs):  # type: ignore[no-untyped-def]
                 id="sentinel.E001",
             )
         )
-    if not settings.DEBUG and not settings.SECRET_KEY:
+    if not settings.DEBUG and not _has_secret_key():
         errors.append(
             Error("DEBUG=False needs SECRET_KEY (or SECRET_KEY_FILE).", id="sentinel.E002")
         )
     return errors
+
+
+def _has_secret_key() -> bool:
+    try:
+        return bool(settings.SECRET_KEY)
+    except ImproperlyConfigured:  # Django refuses to hand out an empty one
+        return False

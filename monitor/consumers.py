@@ -3,20 +3,39 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from monitor import live
 
-UNAUTHORIZED = 4401
+UNAUTHORIZED = 4401  # not signed in
+FORBIDDEN = 4403  # signed in, without the viewer role
 NOT_FOUND = 4404
+
+
+async def _roles(consumer: AsyncWebsocketConsumer) -> dict[str, bool] | None:
+    """Return the user's roles, or close the socket and return None when they may not watch.
+
+    The consumers only send: they take no messages from the browser, so the check at connect
+    is the only one (the approvals buttons post over HTTP, where each request is checked)."""
+    from healing.roles import roles_of
+
+    user = consumer.scope["user"]
+    if not user.is_authenticated:
+        await consumer.close(code=UNAUTHORIZED)
+        return None
+    roles = await database_sync_to_async(roles_of)(user)
+    if not roles["viewer"]:
+        await consumer.close(code=FORBIDDEN)
+        return None
+    return roles
 
 
 class FleetConsumer(AsyncWebsocketConsumer):
     """Sends re-rendered host rows to the fleet page as hosts are polled."""
 
     async def connect(self) -> None:
-        if not self.scope["user"].is_authenticated:
-            await self.close(code=UNAUTHORIZED)
+        if await _roles(self) is None:
             return
         await self.channel_layer.group_add(live.FLEET_GROUP, self.channel_name)
         await self.accept()
@@ -32,8 +51,7 @@ class HostConsumer(AsyncWebsocketConsumer):
     """Sends one host's new chart points to its host page."""
 
     async def connect(self) -> None:
-        if not self.scope["user"].is_authenticated:
-            await self.close(code=UNAUTHORIZED)
+        if await _roles(self) is None:
             return
         self.host_id = str(self.scope["url_route"]["kwargs"]["host_id"])
         await self.channel_layer.group_add(live.CHECKPOINTS_GROUP, self.channel_name)
@@ -65,15 +83,9 @@ class ApprovalsConsumer(AsyncWebsocketConsumer):
     """Sends the redrawn approvals queue: with decision buttons to operators, without to others."""
 
     async def connect(self) -> None:
-        user = self.scope["user"]
-        if not user.is_authenticated:
-            await self.close(code=UNAUTHORIZED)
+        if (roles := await _roles(self)) is None:
             return
-        from channels.db import database_sync_to_async
-
-        from healing.roles import is_operator
-
-        self.operator = await database_sync_to_async(is_operator)(user)
+        self.operator = roles["operator"]
         await self.channel_layer.group_add(live.APPROVALS_GROUP, self.channel_name)
         await self.accept()
 

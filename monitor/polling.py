@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiohttp
 
@@ -24,7 +24,7 @@ class PollTarget:
     host_id: int
     name: str
     url: str
-    token: str
+    token: str = field(repr=False)  # a secret: never in a repr, so never in a log line
     events_since: int = 0  # the highest agent event id already stored for this host
 
 

@@ -52,8 +52,11 @@ def _register_entry(entry: dict[str, Any]) -> Host:
     try:
         name, url, token = entry["name"], entry["agent_url"], entry["token"]
     except (KeyError, TypeError):
+        shown = (
+            {k: v for k, v in entry.items() if k != "token"} if isinstance(entry, dict) else entry
+        )
         raise RegistrationError(
-            f"manifest entry {entry!r} needs name, agent_url and token"
+            f"manifest entry {shown!r} needs name, agent_url and token"
         ) from None
     host, _ = register_host(
         name=name, agent_url=url, token=token, model_name=entry.get("model", "")

@@ -2,11 +2,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
 
+from healing.roles import viewer_required
 from learning.prediction import DEFAULT_HORIZON_S as HORIZON_S
 from monitor import graph_view, panels, predictions_panel, series
 from monitor.models import Host
@@ -17,13 +17,13 @@ DEFAULT_WINDOW = "15m"
 SERIES_WINDOWS_S = {**WINDOWS_S, "7d": 7 * 86400, "30d": 30 * 86400, "90d": 90 * 86400}
 
 
-@login_required
+@viewer_required
 def fleet(request: HttpRequest) -> HttpResponse:
     hosts = Host.objects.order_by("-risk", "name")
     return render(request, "monitor/fleet.html", {"hosts": hosts})
 
 
-@login_required
+@viewer_required
 def host_detail(request: HttpRequest, name: str) -> HttpResponse:
     host = get_object_or_404(Host, name=name)
     context = {
@@ -36,7 +36,7 @@ def host_detail(request: HttpRequest, name: str) -> HttpResponse:
     return render(request, "monitor/host_detail.html", context)
 
 
-@login_required
+@viewer_required
 def host_series(request: HttpRequest, name: str) -> JsonResponse:
     host = get_object_or_404(Host, name=name)
     window = _window(request, SERIES_WINDOWS_S)
@@ -52,12 +52,12 @@ def host_series(request: HttpRequest, name: str) -> JsonResponse:
     )  # fmt: skip
 
 
-@login_required
+@viewer_required
 def state_graph(request: HttpRequest) -> HttpResponse:
     return render(request, "monitor/state_graph.html", {"horizon_min": round(HORIZON_S / 60)})
 
 
-@login_required
+@viewer_required
 def state_graph_json(request: HttpRequest) -> JsonResponse:
     """The fleet's lifecycle graph for drawing; with ?host=NAME, that host's state marked."""
     host = None

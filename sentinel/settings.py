@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -102,7 +103,7 @@ REDIS_PREFIX = os.getenv("SENTINEL_REDIS_PREFIX", "sentinel")
 
 INSTALLED_APPS = [
     "daphne",
-    "django.contrib.admin",
+    "healing.admin_site.SentinelAdminConfig",  # django.contrib.admin, for the admin role only
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -110,6 +111,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.postgres",
     "channels",
+    "axes",
     "monitor",
     "healing",
 ]
@@ -123,6 +125,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # answers a locked-out login with the lockout page
 ]
 
 ROOT_URLCONF = "sentinel.urls"
@@ -139,6 +142,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "healing.roles.context",
             ],
         },
     },
@@ -153,6 +157,22 @@ AUTH_PASSWORD_VALIDATORS = [
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "fleet"
 LOGOUT_REDIRECT_URL = "login"
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # refuses locked-out logins before any other
+    "django.contrib.auth.backends.ModelBackend",
+    "healing.roles.RoleBackend",  # the admin role holds every admin permission
+]
+
+# Login throttling (django-axes): after LOGIN_FAILURE_LIMIT failures of one username from one
+# address, that pair is locked out for LOGIN_LOCKOUT_MIN minutes, counted from the last failure.
+# The pair, not the address alone: colleagues behind one proxy do not lock each other out.
+# Admins unlock early in the admin (Axes > Access attempts). The audit log has each attempt.
+AXES_FAILURE_LIMIT = envint("LOGIN_FAILURE_LIMIT", "5", minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=envfloat("LOGIN_LOCKOUT_MIN", "15", minimum=0.1))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_DISABLE_ACCESS_LOG = True  # successful logins are in the audit log already
+AXES_LOCKOUT_CALLABLE = "healing.logins.lockout_response"
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -267,10 +287,14 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"redact": {"()": "sentinel.redact.RedactSecrets"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact"]}
+    },
     "root": {"handlers": ["console"], "level": os.getenv("LOG_LEVEL", "INFO")},
     "loggers": {
         "pgserver": {"level": "WARNING"},
+        "axes": {"level": "WARNING"},  # lockouts, not every login (those are in the audit log)
         "daphne": {"level": "WARNING"},
         "django.channels.server": {"level": "WARNING"},
     },

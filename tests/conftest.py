@@ -7,6 +7,7 @@ DATABASE_URL / REDIS_URL are unset) by pytest-django before this file is read.
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import pytest
 from django.conf import settings
@@ -22,16 +23,32 @@ if settings.configured:  # not when pure tests run with `-p no:django`
     # Consumers reach the database from other threads; connections must close after each use
     # there, or the test database cannot be dropped at the end of the run.
     settings.DATABASES["default"]["CONN_MAX_AGE"] = 0
+    # Tests make many users: hash their passwords fast (never in production).
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     celery_app.conf.broker_transport_options = {"global_keyprefix": f"{RUN_PREFIX}:celery:"}
 
 
+def make_user(username: str, role: str | None = None, **fields: Any) -> Any:
+    """A user with `role` ("viewer", "operator", "admin"; None: in no group), password
+    "<username>-password-1"."""
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Group
+
+    user = get_user_model().objects.create_user(
+        username, password=f"{username}-password-1", **fields
+    )
+    if role is not None:
+        user.groups.add(Group.objects.get_or_create(name=role)[0])
+    return user
+
+
 @pytest.fixture
-def alice(django_user_model):  # type: ignore[no-untyped-def]
+def alice(db):  # type: ignore[no-untyped-def]
     """Alice the operator."""
-    return django_user_model.objects.create_user("alice", password="alice-password-1")
+    return make_user("alice", "operator")
 
 
 @pytest.fixture
-def bob(django_user_model):  # type: ignore[no-untyped-def]
-    """Bob, who only looks."""
-    return django_user_model.objects.create_user("bob", password="bob-password-1")
+def bob(db):  # type: ignore[no-untyped-def]
+    """Bob, who only looks (a viewer)."""
+    return make_user("bob", "viewer")
