@@ -88,9 +88,10 @@ class CheckpointRollup(models.Model):
 
     Raw checkpoints are kept for days, these for months: a chart of an old range draws from
     them. `figures` maps a chart series (monitor/summary.py's names) to [avg, min, max] over
-    the minute, leaving out series not measured in it. A jsonb of the charts' own names, not
-    ~50 float columns: a new series needs no migration and old rows just lack it, and at
-    about 1 KB per host-minute it is still tens of times smaller than the raw minute.
+    the minute, leaving out series not measured in it. A jsonb of the charts' own names rather
+    than ~50 float columns: a new series needs no migration and old rows just lack it. It
+    costs ~1.3 KB a host-minute with its indexes, 1.8 MB a host-day against 51 MB raw
+    (bench/storage); float4 columns would be about 3 times smaller again.
     """
 
     id = models.BigAutoField(primary_key=True)
