@@ -11,10 +11,18 @@ from learning.prediction import DEFAULT_HORIZON_S as HORIZON_S
 from monitor import graph_view, panels, predictions_panel, series
 from monitor.models import Host
 
-WINDOWS_S = {"5m": 300, "15m": 900, "1h": 3600, "6h": 6 * 3600, "24h": 24 * 3600}
+# Past the raw retention (7 days by default) the charts draw 1-minute rollups.
+WINDOWS_S = {
+    "5m": 300,
+    "15m": 900,
+    "1h": 3600,
+    "6h": 6 * 3600,
+    "24h": 24 * 3600,
+    "7d": 7 * 86400,
+    "30d": 30 * 86400,
+    "90d": 90 * 86400,
+}
 DEFAULT_WINDOW = "15m"
-# The series endpoint draws longer windows too: from 1-minute rollups past the raw retention.
-SERIES_WINDOWS_S = {**WINDOWS_S, "7d": 7 * 86400, "30d": 30 * 86400, "90d": 90 * 86400}
 
 
 @viewer_required
@@ -39,8 +47,8 @@ def host_detail(request: HttpRequest, name: str) -> HttpResponse:
 @viewer_required
 def host_series(request: HttpRequest, name: str) -> JsonResponse:
     host = get_object_or_404(Host, name=name)
-    window = _window(request, SERIES_WINDOWS_S)
-    since = timezone.now() - timedelta(seconds=SERIES_WINDOWS_S[window])
+    window = _window(request)
+    since = timezone.now() - timedelta(seconds=WINDOWS_S[window])
     forecasts = [
         {"metric": f.metric, "times": f.times, "values": f.values, "lower": f.lower,
          "upper": f.upper, "crossings": f.crossings}
@@ -66,6 +74,6 @@ def state_graph_json(request: HttpRequest) -> JsonResponse:
     return JsonResponse(graph_view.graph_for_drawing(host, timezone.now()))
 
 
-def _window(request: HttpRequest, windows: dict[str, int] = WINDOWS_S) -> str:
+def _window(request: HttpRequest) -> str:
     window = request.GET.get("window", DEFAULT_WINDOW)
-    return window if window in windows else DEFAULT_WINDOW
+    return window if window in WINDOWS_S else DEFAULT_WINDOW

@@ -235,6 +235,10 @@ CAPACITY_BUDGET = envfloat("CAPACITY_BUDGET", "0.25", minimum=0.0)
 MAX_HOSTS_PER_MODEL = 1
 # An incident no signal has joined for this long, on a host that serves, is resolved.
 INCIDENT_QUIET_S = envfloat("INCIDENT_QUIET_S", "600", minimum=0.0)
+# The same failure back on a host this soon after its incident resolved reopens it; the same
+# failure on hosts of one model opening this close together is one fleet incident.
+INCIDENT_REOPEN_S = envfloat("INCIDENT_REOPEN_S", "900", minimum=0.0)
+INCIDENT_GROUP_S = envfloat("INCIDENT_GROUP_S", "300", minimum=0.0)
 # Runs of one strategy per hour, fleet-wide; mitigations of one host in 30 min that open its
 # breaker.
 MITIGATION_RATE_LIMIT = int(envfloat("MITIGATION_RATE_LIMIT", "10", minimum=0))

@@ -1,7 +1,7 @@
 // Host page: draw the window from series.json, then extend every chart as checkpoints arrive.
 (function () {
   const root = document.getElementById("charts");
-  const WINDOW_S = { "5m": 300, "15m": 900, "1h": 3600, "6h": 21600, "24h": 86400 }[root.dataset.window];
+  const WINDOW_S = { "5m": 300, "15m": 900, "1h": 3600, "6h": 21600, "24h": 86400, "7d": 604800, "30d": 2592000, "90d": 7776000 }[root.dataset.window];
   const CHARTS = [
     { id: "chart-gpu-mem", title: "GPU memory (GB)", keys: ["gpu_mem_used_gb", "gpu_mem_total_gb"], names: ["used", "total"] },
     { id: "chart-kv", title: "KV cache usage (%)", keys: ["kv_cache_usage_pct"], names: ["KV cache"], range: [0, 100] },
