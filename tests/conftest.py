@@ -23,20 +23,19 @@ if settings.configured:  # not when pure tests run with `-p no:django`
     # Consumers reach the database from other threads; connections must close after each use
     # there, or the test database cannot be dropped at the end of the run.
     settings.DATABASES["default"]["CONN_MAX_AGE"] = 0
-    # Tests make many users: hash their passwords fast (never in production).
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     celery_app.conf.broker_transport_options = {"global_keyprefix": f"{RUN_PREFIX}:celery:"}
 
 
-def make_user(username: str, role: str | None = None, **fields: Any) -> Any:
-    """A user with `role` ("viewer", "operator", "admin"; None: in no group), password
-    "<username>-password-1"."""
+def make_user(
+    username: str, role: str | None = None, password: str | None = None, **fields: Any
+) -> Any:
+    """A user with `role` ("viewer", "operator", "admin"; None: in no group). Without
+    `password` the user can only be signed in with `force_login` (and is made faster: hashing
+    a password takes a good part of a second)."""
     from django.contrib.auth import get_user_model
     from django.contrib.auth.models import Group
 
-    user = get_user_model().objects.create_user(
-        username, password=f"{username}-password-1", **fields
-    )
+    user = get_user_model().objects.create_user(username, password=password, **fields)
     if role is not None:
         user.groups.add(Group.objects.get_or_create(name=role)[0])
     return user
@@ -45,10 +44,10 @@ def make_user(username: str, role: str | None = None, **fields: Any) -> Any:
 @pytest.fixture
 def alice(db):  # type: ignore[no-untyped-def]
     """Alice the operator."""
-    return make_user("alice", "operator")
+    return make_user("alice", "operator", password="alice-password-1")
 
 
 @pytest.fixture
 def bob(db):  # type: ignore[no-untyped-def]
     """Bob, who only looks (a viewer)."""
-    return make_user("bob", "viewer")
+    return make_user("bob", "viewer", password="bob-password-1")
