@@ -4,9 +4,10 @@ not even by a superuser."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+from axes.admin import AccessAttemptAdmin
+from axes.models import AccessAttempt
 from django import forms
 from django.contrib import admin
 from django.contrib.auth.admin import GroupAdmin, UserAdmin
@@ -16,8 +17,6 @@ from django.forms.models import model_to_dict
 from healing import audit
 from healing.models import AuditEntry, GuardrailPolicy, StrategySetting
 from mitigations.guardrails import check_policy
-
-SECRET_MASK = "********"
 
 
 class PolicyForm(forms.ModelForm):
@@ -67,7 +66,7 @@ class AuditedAdmin(admin.ModelAdmin):
     def _record(self, request: Any, obj: Any, verb: str, message: Any) -> None:
         before = getattr(obj, "_audit_before", None)
         after = model_to_dict(obj)
-        detail: dict[str, Any] = {"after": self._masked(after), "message": _jsonable(message)}
+        detail: dict[str, Any] = {"after": self._masked(after), "message": audit.jsonable(message)}
         if before is not None:  # None: a change made outside save_model (a new password)
             detail["before"] = self._masked(before)
             detail["secrets_changed"] = [
@@ -83,10 +82,7 @@ class AuditedAdmin(admin.ModelAdmin):
         return self.audit_name or type(obj).__name__.lower()
 
     def _masked(self, row: dict[str, Any]) -> dict[str, Any]:
-        return {
-            k: (SECRET_MASK if v else "") if k in self.secret_fields else _jsonable(v)
-            for k, v in row.items()
-        }
+        return audit.masked(row, self.secret_fields)
 
 
 @admin.register(GuardrailPolicy)
@@ -120,11 +116,6 @@ class AuditEntryAdmin(admin.ModelAdmin):
         return False
 
 
-def _jsonable(value: Any) -> Any:
-    """Return `value` as JSON can hold it: related rows by name, dates and the rest as text."""
-    return json.loads(json.dumps(value, default=str))
-
-
 # Users and groups: Django's own admins, audited; password hashes never reach the audit log.
 admin.site.unregister(User)
 admin.site.unregister(Group)
@@ -139,3 +130,12 @@ class AuditedUserAdmin(AuditedAdmin, UserAdmin):
 @admin.register(Group)
 class AuditedGroupAdmin(AuditedAdmin, GroupAdmin):
     audit_name = "group"
+
+
+# Login lockouts (django-axes): deleting an attempt unlocks that username and address early.
+admin.site.unregister(AccessAttempt)
+
+
+@admin.register(AccessAttempt)
+class AuditedAccessAttemptAdmin(AuditedAdmin, AccessAttemptAdmin):
+    audit_name = "lockout"  # "lockout.delete": an admin lifted it

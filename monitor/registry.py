@@ -10,6 +10,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator
 from django.db import transaction
 
+from healing import audit
 from monitor.models import Host
 
 
@@ -29,10 +30,23 @@ def register_host(
         URLValidator(schemes=["http", "https"])(agent_url)
     except ValidationError:
         raise RegistrationError(f"host {name}: {agent_url!r} is not an http(s) URL") from None
-    return Host.objects.update_or_create(
-        name=name,
-        defaults={"agent_url": agent_url, "agent_token": token, "model_name": model_name},
-    )
+    fields = {"agent_url": agent_url, "agent_token": token, "model_name": model_name}
+    before = Host.objects.filter(name=name).values(*fields).first()
+    host, created = Host.objects.update_or_create(name=name, defaults=fields)
+    if before != fields:
+        _audit(name, before, fields)
+    return host, created
+
+
+def _audit(name: str, before: dict[str, Any] | None, after: dict[str, Any]) -> None:
+    secret = ("agent_token",)
+    detail: dict[str, Any] = {"after": audit.masked(after, secret)}
+    if before is not None:
+        detail["before"] = audit.masked(before, secret)
+        detail["secrets_changed"] = [f for f in secret if before[f] != after[f]]
+    verb = "update" if before is not None else "create"
+    audit.record(None, f"host.{verb}", name, "registered from a command or a fleet manifest",
+                 **detail)  # fmt: skip
 
 
 def register_manifest(path: str | Path) -> list[Host]:

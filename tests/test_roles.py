@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.testing import WebsocketCommunicator
 from django.test import Client
 from django.urls import NoReverseMatch, URLPattern, URLResolver, get_resolver, resolve, reverse
@@ -169,3 +170,11 @@ async def test_each_websocket_refuses_anonymous_users_and_users_without_a_role(
     connected, _ = await socket.connect()
     assert connected, route
     await socket.disconnect()
+
+
+def test_no_websocket_takes_messages_from_the_browser() -> None:
+    """The role check at connect is then the only one needed. A consumer that takes messages
+    must check the role for each one, and change this test."""
+    for route in websocket_urlpatterns:
+        consumer = route.callback.consumer_class
+        assert consumer.receive is AsyncWebsocketConsumer.receive, consumer.__name__

@@ -122,3 +122,16 @@ def test_it_audits_thresholds_changed_in_the_strategy_list(admin_client: Client)
     entry = AuditEntry.objects.get(action="strategy.update")
     assert entry.detail["before"]["threshold"] == setting.threshold
     assert entry.detail["after"]["threshold"] == 0.97
+
+
+def test_an_admin_lifting_a_lockout_is_audited(admin_client: Client) -> None:
+    from axes.models import AccessAttempt
+
+    attempt = AccessAttempt.objects.create(
+        username="alice", ip_address="10.1.2.3", failures_since_start=5, user_agent="",
+        get_data="", post_data="password=********", path_info="/login/",
+    )  # fmt: skip
+    page = admin_client.post(f"/admin/axes/accessattempt/{attempt.pk}/delete/", {"post": "yes"})
+    assert page.status_code == 302 and not AccessAttempt.objects.exists()
+    entry = AuditEntry.objects.get(action="lockout.delete")
+    assert entry.actor == "carol" and entry.detail["before"]["username"] == "alice"

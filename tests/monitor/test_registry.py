@@ -56,3 +56,29 @@ def test_it_registers_one_host_with_a_token_file(tmp_path) -> None:  # type: ign
     token.write_text("secret-token\n")
     call_command("register_host", "gpu-07", "http://10.0.0.7:9300", "--token-file", str(token))
     assert Host.objects.get(name="gpu-07").agent_token == "secret-token"
+
+
+def test_it_audits_registrations_that_change_a_host_without_its_token(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from healing.models import AuditEntry
+
+    token = "registered-token-kept-secret"
+    hosts = [{"name": "gpu-01", "agent_url": "http://127.0.0.1:9101", "token": token}]
+    call_command("register_fleet", _manifest(tmp_path, {"hosts": hosts}))
+    call_command("register_fleet", _manifest(tmp_path, {"hosts": hosts}))  # no change
+    hosts[0]["token"] = "a-new-" + token
+    call_command("register_fleet", _manifest(tmp_path, {"hosts": hosts}))
+
+    created, updated = AuditEntry.objects.order_by("pk")
+    assert (created.actor, created.action, created.target) == ("sentinel", "host.create", "gpu-01")
+    assert created.detail["after"]["agent_token"] == "********"
+    assert updated.action == "host.update"
+    assert updated.detail["secrets_changed"] == ["agent_token"]
+    assert token not in json.dumps(list(AuditEntry.objects.values("detail", "reason")))
+
+
+def test_a_bad_manifest_entry_is_reported_without_its_token(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    hosts = [{"name": "gpu-01", "token": "never-printed-token"}]
+    with pytest.raises(CommandError) as raised:
+        call_command("register_fleet", _manifest(tmp_path, {"hosts": hosts}))
+    assert "needs name, agent_url and token" in str(raised.value)
+    assert "never-printed-token" not in str(raised.value)
