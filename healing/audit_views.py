@@ -8,6 +8,7 @@ There is no view that changes or deletes an entry.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Callable, Iterator
 
 from channels.db import database_sync_to_async
@@ -32,6 +33,8 @@ def audit(request: HttpRequest) -> HttpResponse:
     query = request.GET.copy()
     query.pop("page", None)
     page = Paginator(audit_log.search(f), PER_PAGE).get_page(request.GET.get("page"))
+    for entry in page:
+        entry.detail_text = json.dumps(entry.detail, indent=2, sort_keys=True)
     context = {"f": f, "params": request.GET, "problems": problems, "page": page,
                "query": query.urlencode()}  # fmt: skip
     return render(request, "healing/audit.html", context, status=400 if problems else 200)

@@ -178,3 +178,11 @@ def test_no_websocket_takes_messages_from_the_browser() -> None:
     for route in websocket_urlpatterns:
         consumer = route.callback.consumer_class
         assert consumer.receive is AsyncWebsocketConsumer.receive, consumer.__name__
+
+
+@pytest.mark.django_db
+def test_the_menu_links_only_to_what_the_role_may_open() -> None:
+    menus = {role: _client(_user(role)).get("/").content.decode() for role in ROLES}
+    assert 'href="/audit/"' not in menus[VIEWER] and 'href="/admin/"' not in menus[VIEWER]
+    assert 'href="/audit/"' in menus[OPERATOR] and 'href="/admin/"' not in menus[OPERATOR]
+    assert 'href="/audit/"' in menus[ADMIN] and 'href="/admin/"' in menus[ADMIN]

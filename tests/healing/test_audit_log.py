@@ -86,8 +86,11 @@ def test_it_reads_a_big_log_in_batches_without_losing_entries_that_share_a_time(
 def test_the_page_shows_filtered_entries_a_page_at_a_time() -> None:
     for i in range(120):
         _entry(i, "sentinel", "proposal.execute", f"proposal {i} on gpu-01")
-    _entry(500, "alice", "login", "alice")
+    _entry(500, "alice", "login", "alice", ip="10.0.0.1")
     client = _client()
+    assert (
+        "&quot;ip&quot;: &quot;10.0.0.1&quot;" in client.get("/audit/?actor=alice").content.decode()
+    )
     first = client.get("/audit/", {"action": "proposal"}).content.decode()
     assert first.count("<tr>") == 51  # the header and 50 entries
     assert first.index("proposal 119 on") < first.index("proposal 118 on")
