@@ -356,7 +356,9 @@ def _redeploy(fleet: ThreadedFleet, t: float, healed_at: dict[str, float]) -> No
     """Bring a fault back to hosts that have been healthy a while since their incident."""
     from healing.models import Incident
 
-    resolved = Incident.objects.filter(state=Incident.State.RESOLVED).select_related("host")
+    resolved = Incident.objects.filter(
+        state=Incident.State.RESOLVED, host__isnull=False
+    ).select_related("host")
     latest: dict[str, datetime] = {}
     for incident in resolved:
         if incident.resolved_at is not None:
@@ -387,8 +389,9 @@ def _finish(report: Report, auto_timeline: list[tuple[float, bool]], duration_s:
         Proposal.objects.exclude(outcome="").values_list("outcome", flat=True)
     )
     report.statuses = Counter(Proposal.objects.values_list("status", flat=True))
-    report.incidents = Incident.objects.count()
-    for incident in Incident.objects.filter(state=Incident.State.RESOLVED):
+    host_incidents = Incident.objects.filter(host__isnull=False)  # not fleet groupings
+    report.incidents = host_incidents.count()
+    for incident in host_incidents.filter(state=Incident.State.RESOLVED):
         report.incidents_resolved += 1
         if incident.resolved_at and incident.signals:
             first = min(float(s["at"]) for s in incident.signals)

@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 
-from healing.models import Incident
+from healing import defaults, triggers
+from healing.models import GuardrailPolicy, Incident, StrategySetting
+from monitor import analysis, models_cache
 from monitor.models import Host
 from tests.e2e.browser import chromium
 from tests.e2e.conftest import ControlPlane
@@ -17,6 +19,17 @@ from tests.healing.polling import poll
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
 KV_FULL = {"kv_cache_usage_pct": 99.0, "requests_waiting": 80.0, "requests_running": 200.0}
+
+
+@pytest.fixture(autouse=True)
+def _fresh_state(transactional_db: None) -> None:
+    """The default guardrails are back (an earlier transactional test flushed the tables the
+    migration filled), and this process's guardrails and analysers start clean (an earlier
+    test may have left state for a host of the same name)."""
+    defaults.load(GuardrailPolicy, StrategySetting)
+    analysis._analyzers.clear()
+    models_cache.forget()
+    triggers._rails = None
 
 
 @pytest.mark.fleet(hosts=1)
