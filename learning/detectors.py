@@ -55,6 +55,20 @@ MIN_QUEUE_RISE = 5.0  # requests: a queue going from 0 to 3 is noise
 PLATEAU_SHARE = 0.1  # running moving less than this share over the lookback is a plateau
 PREEMPTING_SHARE = 0.5  # preemptions in at least this share of recent checkpoints
 
+# KV-cache demand: requests getting longer
+DEMAND_KV_LOOKBACK_S = 90.0  # the cache's growth, fitted in log space
+DEMAND_LENGTH_LOOKBACK_S = 120.0  # the requests' length growth
+LENGTH_STEP_S = 30.0  # each length figure is the counters' difference over this span
+MIN_LENGTH_REQUESTS = 5.0  # fewer requests in a step and its mean length is noise
+MIN_LENGTH_POINTS = 8
+MIN_DEMAND_KV_POINTS = 6
+# A fresh server's first requests to finish are its shortest ones: its first minute looks like
+# requests getting longer.
+WARM_UP_S = 60.0
+MIN_KV_LOG_SLOPE = 0.004  # per second: the cache's use grows by at least 0.4 % of itself a second
+MIN_LENGTH_GROWTH = 1.3  # the requests' mean length grew by 30 % over the length lookback
+DEMAND_ETA_S = 200.0  # how far ahead of full the growth is trusted
+
 # File descriptors
 FD_HIGH_SHARE = 0.9  # this share of the limit in use is critical, trend or not
 MIN_FD_RISE = 10.0
@@ -74,8 +88,12 @@ RANK_SIGMAS = 3.0  # the recent points must rank this many standard errors above
 MIN_RANK = 0.85  # and above this share of their matches: neighbouring points are correlated
 # (a load swing moves them together), so the standard error alone flatters a short stretch
 DEGRADED_RATIO = {"info": 1.3, "warning": 1.5, "critical": 2.5}
-# metric -> True when higher is worse
-PERFORMANCE_METRICS = {"itl_p99_s": True, "ttft_p99_s": True, "generation_tokens_per_s": False}
+# metric -> True when higher is worse. Not TTFT: it holds the time a request waits in the
+# queue, and a queue (more arrivals than the server takes) is load, not a slower server; it
+# also lags the queue by a request's wait, so no matching on the waiting count can catch it.
+# Not the prefill time either: a full KV cache preempts requests and prefills them again.
+# A slower server (clocks cut, a sick GPU) stretches every decode step: ITL shows it.
+PERFORMANCE_METRICS = {"itl_p99_s": True, "generation_tokens_per_s": False}
 BASELINE_STATES = frozenset({"serving", "unknown"})
 
 
@@ -117,6 +135,7 @@ def detect(
         host_memory_leak(w, now, limit_bytes=host_memory_limit_bytes),
         performance_degradation(w, now),
         kv_cache_exhaustion(w, now),
+        kv_cache_demand(w, now),
         queue_growth(w, now, waiting_limit=waiting_limit),
         fd_exhaustion(w, now, fd_limit=fd_limit),
         thermal(w, now, slowdown_c=slowdown_c),
@@ -451,6 +470,97 @@ def kv_cache_exhaustion(w: Window, now: float, lookback_s: float = KV_LOOKBACK_S
             "preempting": float(pressure.preempting),
         },
     )
+
+
+def kv_cache_demand(w: Window, now: float) -> Finding | None:
+    """Return a finding when requests get longer and the KV cache fills up with them.
+
+    A load spike fills the cache with more requests of the usual length, and mostly stops
+    short of full as soon as the server keeps up again. When each request needs more tokens
+    (longer answers and prompts: agentic or long-context traffic), every running sequence
+    holds more of the cache and stays longer, so the cache keeps filling until it is full.
+
+    1. The cache's use over DEMAND_KV_LOOKBACK_S, fitted in log space (the growth compounds:
+       more tokens per request and more requests running at once): how fast it grows, and
+       when the line reaches 100 %.
+    2. The mean tokens generated per request over the last DEMAND_LENGTH_LOOKBACK_S, from
+       the counters (learning.detectors._request_lengths): how much it grew.
+    3. A finding when the cache grows by MIN_KV_LOG_SLOPE a second or more, requests grew by
+       MIN_LENGTH_GROWTH, and the line reaches full within DEMAND_ETA_S.
+    """
+    if newest(w, "forward_progress") == 0.0:
+        return None
+    t, kv = recent(w, "kv_cache_usage_pct", DEMAND_KV_LOOKBACK_S)
+    if len(t) < MIN_DEMAND_KV_POINTS:
+        return None
+    log_slope, log_level = _line(t - now, np.log(np.maximum(kv, 1.0)))
+    if not log_slope >= MIN_KV_LOG_SLOPE:
+        return None
+    eta = max((math.log(KV_LIMIT_PCT) - log_level) / log_slope, 0.0)
+    growth = _length_growth(w)
+    if eta > DEMAND_ETA_S or not growth >= MIN_LENGTH_GROWTH:
+        return None
+    level = min(math.exp(log_level), KV_LIMIT_PCT)
+    return Finding(
+        what="kv_cache_demand",
+        failure_type="kv_cache_exhausted",
+        severity=severity_for(eta),
+        summary=f"KV cache {level:.0f} % and growing {100 * log_slope:.1f} % of itself a "
+        f"second while requests got {growth:.1f}x longer in {DEMAND_LENGTH_LOOKBACK_S:.0f} s; "
+        + _eta_words(eta, "full"),
+        time_to_exhaustion_s=eta,
+        figures={
+            "kv_cache_usage_pct": level,
+            "kv_growth_per_s": log_slope,
+            "request_length_growth": growth,
+        },
+    )
+
+
+def _length_growth(w: Window) -> float:
+    """Return how many times longer requests got over DEMAND_LENGTH_LOOKBACK_S (NaN when
+    it cannot be told), from a log-space line through their mean lengths."""
+    t, lengths = _request_lengths(w)
+    if len(t) < MIN_LENGTH_POINTS:
+        return math.nan
+    slope, _ = _line(t - t[-1], np.log(np.maximum(lengths, 1.0)))
+    return math.exp(slope * DEMAND_LENGTH_LOOKBACK_S)
+
+
+def _request_lengths(w: Window) -> tuple[np.ndarray, np.ndarray]:
+    """Return the times and mean tokens generated per request over each LENGTH_STEP_S, in the
+    current run's last DEMAND_LENGTH_LOOKBACK_S.
+
+    The tokens generated in a step belong to the requests that finished in it and to those
+    still running. When more are running at its end than at its start, the newcomers are on
+    average half-way through their answers: they count as half a request each, or a load
+    spike (more requests of the usual length) would look like longer requests.
+    """
+    start = current_run_start(w)
+    t = w.t[start:]
+    generated = series(w, "generation_tokens_total")[start:]
+    finished = series(w, "requests_finished_total")[start:]
+    running = series(w, "requests_running")[start:]
+    now = np.flatnonzero(t >= t[-1] - DEMAND_LENGTH_LOOKBACK_S)
+    then = np.searchsorted(t, t[now] - LENGTH_STEP_S, side="right") - 1
+    settled = then >= 0
+    settled[settled] = t[then[settled]] >= t[0] + WARM_UP_S
+    now, then = now[settled], then[settled]
+    tokens = generated[now] - generated[then]
+    requests = finished[now] - finished[then] + 0.5 * np.maximum(running[now] - running[then], 0)
+    with np.errstate(invalid="ignore"):
+        ok = (tokens >= 0) & (requests >= MIN_LENGTH_REQUESTS)  # NaN and counter resets fail
+    return t[now][ok], tokens[ok] / requests[ok]
+
+
+def _line(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Return the least-squares slope of `y` over `x` and its value at x = 0."""
+    dx = x - x.mean()
+    sxx = float(dx @ dx)
+    if sxx <= 0:
+        return math.nan, math.nan
+    slope = float(dx @ (y - y.mean())) / sxx
+    return slope, float(y.mean() - slope * x.mean())
 
 
 def _eta_after(lead_to_limit: float | None, lead_now: float) -> float | None:

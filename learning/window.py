@@ -24,6 +24,10 @@ def _rate(key: str) -> Getter:
     return lambda cp: ((cp.get("vllm") or {}).get("rates") or {}).get(key)
 
 
+def _total(key: str) -> Getter:
+    return lambda cp: ((cp.get("vllm") or {}).get("totals") or {}).get(key)
+
+
 def _latency(name: str, stat: str) -> Getter:
     return lambda cp: (((cp.get("vllm") or {}).get("latency") or {}).get(name) or {}).get(stat)
 
@@ -74,11 +78,15 @@ SERIES: dict[str, Getter] = {
     "requests_finished_per_s": _rate("requests_finished_per_s"),
     "requests_failed_per_s": _rate("requests_failed_per_s"),
     "http_5xx_per_s": _rate("http_5xx_per_s"),
+    # Raw counters: a rate over any span is their difference (learning.detectors.kv_cache_demand).
+    "generation_tokens_total": _total("generation_tokens"),
+    "requests_finished_total": _total("requests_finished"),
     "ttft_p99_s": _latency("ttft", "p99_s"),
     "itl_p50_s": _latency("itl", "p50_s"),
     "itl_p99_s": _latency("itl", "p99_s"),
     "e2e_p99_s": _latency("e2e", "p99_s"),
     "queue_p99_s": _latency("queue", "p99_s"),
+    "prefill_p99_s": _latency("prefill", "p99_s"),
     "process_rss_bytes": _process("rss_bytes"),
     "process_open_fds": _process("open_fds"),
     "forward_progress": lambda cp: _bool((cp.get("vllm") or {}).get("forward_progress")),
