@@ -2,16 +2,13 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import time
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import pytest
 
 from agent.checkpoint import to_dict
 from agent.lifecycle import LifecycleState
-from learning import detectors
 from learning.detectors import (
     Finding,
     detect,
@@ -372,30 +369,6 @@ def test_it_finds_nothing_on_a_healthy_steady_host() -> None:
         gpu_memory_used_bytes=0.92 * TOTAL + rng.normal(0, MIB, n),
     )
     assert detect(w, now_of(w)) == []
-
-
-@pytest.mark.parametrize(
-    "name",
-    [
-        "gpu_memory_leak",
-        "host_memory_leak",
-        "performance_degradation",
-        "kv_cache_exhaustion",
-        "queue_growth",
-        "fd_exhaustion",
-        "thermal",
-    ],
-)
-def test_it_runs_each_detector_in_well_under_a_millisecond(name: str) -> None:
-    w = busy_host(120, slow_from=100, factor=1.5)
-    detector = getattr(detectors, name)
-    detector(w, now_of(w))
-    runs = 50
-    started = time.process_time()
-    for _ in range(runs):
-        detector(w, now_of(w))
-    per_call_ms = (time.process_time() - started) / runs * 1000
-    assert per_call_ms < 2.0  # budget 0.3 ms (bench/learning_speed.py); loose for shared CI cores
 
 
 # On the simulator ----------------------------------------------------------------------------

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 from typing import Any
 
 import numpy as np
@@ -94,14 +93,3 @@ def test_it_reads_only_the_last_ten_minutes_of_a_longer_window() -> None:
     long, now = _window(240, kv_cache_usage_pct=lambda i: 90.0 if i < 100 else 30.0)
     short, _ = _window(240, kv_cache_usage_pct=lambda i: 30.0)
     assert np.allclose(features(long, now), features(short, now), equal_nan=True)
-
-
-def test_it_costs_well_under_a_millisecond_for_ten_minutes_of_checkpoints() -> None:
-    w, now = _window(120, kv_cache_usage_pct=lambda i: 20.0 + (i % 7))
-    for _ in range(20):
-        features(w, now)
-    started = time.perf_counter()
-    for _ in range(200):
-        features(w, now)
-    per_window_ms = (time.perf_counter() - started) / 200 * 1000
-    assert per_window_ms < 1.0  # about 0.15 ms here; the margin is for shared CI cores
