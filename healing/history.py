@@ -10,12 +10,15 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from django.contrib.auth import get_user_model
 from django.contrib.postgres.search import SearchQuery
-from django.db.models import Avg, Count, Exists, F, OuterRef, Q, QuerySet
+from django.db.models import Avg, Count, F, Q, QuerySet
 from django.db.models.functions import TruncWeek
 
 from healing.models import Incident, Proposal
+from monitor.models import Host
 
+User = get_user_model()
 RAN = ("executing", "verifying", "done", "failed")  # proposals whose steps were sent
 SORTS: dict[str, tuple[Any, ...]] = {
     "newest": ("-opened_at", "-id"),
@@ -109,8 +112,9 @@ def _when(text: str) -> datetime:
 def incidents(f: Filters) -> QuerySet[Incident]:
     """The top-level incidents matching `f`, sorted."""
     rows = Incident.objects.filter(parent__isnull=True)
-    if f.host:
-        rows = rows.filter(_self_or_member(Q(host__name=f.host)))
+    if f.host:  # by id: a join to hosts under the OR would scan every incident
+        host_id = Host.objects.filter(name=f.host).values_list("pk", flat=True).first()
+        rows = rows.filter(_self_or_member(Q(host_id=host_id))) if host_id else rows.none()
     if f.model:
         rows = rows.filter(model_name=f.model)
     for name in ("failure_type", "severity", "state"):
@@ -135,26 +139,37 @@ def incidents(f: Filters) -> QuerySet[Incident]:
     if ran:
         rows = rows.filter(_has_proposal(ran))
     if f.decided_by:
-        who = f.decided_by
-        rows = rows.filter(
-            _has_proposal(Q(decided_by__username=who))
-            | Q(resolved_by__username=who)
-            | Q(acknowledged_by__username=who)
+        who = User.objects.filter(username=f.decided_by).values_list("pk", flat=True).first()
+        rows = (
+            rows.filter(
+                _has_proposal(Q(decided_by_id=who))
+                | Q(pk__in=Incident.objects.filter(resolved_by_id=who).values("pk"))
+                | Q(pk__in=Incident.objects.filter(acknowledged_by_id=who).values("pk"))
+            )
+            if who
+            else rows.none()
         )
     if f.sort == "severity":
         rows = rows.annotate(severity_rank=_severity_rank())
     return rows.order_by(*SORTS[f.sort])
 
 
+# Both below are uncorrelated `id IN (subquery)` tests, which PostgreSQL runs once each as a
+# hashed set; correlated EXISTS joined by OR ran once per incident (over a second on 100,000).
+
+
 def _self_or_member(match: Q) -> Q:
     """`match` on the incident itself, or on one of a fleet incident's hosts."""
-    return match | Q(Exists(Incident.objects.filter(match, parent=OuterRef("pk"))))
+    own = Incident.objects.filter(match).values("pk")
+    members = Incident.objects.filter(match, parent__isnull=False).values("parent_id")
+    return Q(pk__in=own) | Q(pk__in=members)
 
 
 def _has_proposal(match: Q) -> Q:
-    own = Proposal.objects.filter(match, incident=OuterRef("pk"))
-    members = Proposal.objects.filter(match, incident__parent=OuterRef("pk"))
-    return Q(Exists(own)) | Q(Exists(members))
+    """A proposal matching `match` on the incident, or on one of a fleet incident's hosts."""
+    own = Proposal.objects.filter(match).values("incident_id")
+    members = Incident.objects.filter(parent__isnull=False, pk__in=own).values("parent_id")
+    return Q(pk__in=own) | Q(pk__in=members)
 
 
 def _severity_rank() -> Any:

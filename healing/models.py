@@ -111,12 +111,19 @@ class Incident(models.Model):
         indexes = [
             models.Index(fields=["-opened_at"], name="incident_opened"),
             models.Index(fields=["host", "-opened_at"], name="incident_host_opened"),
+            # The list's order, with the id so that its filters (all `id IN (...)`) can be
+            # answered from the index alone.
             models.Index(
-                fields=["-opened_at"],
+                fields=["-opened_at", "-id"],
                 condition=models.Q(parent__isnull=True),
                 name="incident_top_opened",
             ),
             GinIndex(fields=["search"], name="incident_search"),
+            models.Index(
+                fields=["parent", "id"],
+                condition=models.Q(parent__isnull=False),
+                name="incident_members",
+            ),
         ]
         ordering = ["-opened_at"]
 
@@ -192,7 +199,17 @@ class Proposal(models.Model):
     error = models.CharField(max_length=1000, blank=True)
 
     class Meta:
-        indexes = [models.Index(fields=["status", "deadline_at"], name="proposal_status")]
+        indexes = [
+            models.Index(fields=["status", "deadline_at"], name="proposal_status"),
+            # The history's filters: what ran, how it ended (index-only to the incident).
+            models.Index(
+                fields=["strategy", "chosen_strategy", "status", "incident"],
+                name="proposal_strategy",
+            ),
+            models.Index(fields=["chosen_strategy", "status", "incident"], name="proposal_chosen"),
+            models.Index(fields=["outcome", "incident"], name="proposal_outcome"),
+            models.Index(fields=["decided_by", "incident"], name="proposal_decided_by"),
+        ]
         ordering = ["-created_at"]
 
     def chosen(self) -> dict[str, Any]:
