@@ -128,16 +128,18 @@ def incidents(f: Filters) -> QuerySet[Incident]:
         rows = rows.filter(opened_at__lt=f.until)
     if f.q:
         query = SearchQuery(f.q, config="simple", search_type="websearch")
-        rows = rows.filter(_self_or_member(Q(search=query)))
-    ran = Q()
-    if f.strategy:
-        ran &= Q(status__in=RAN) & (
-            Q(chosen_strategy=f.strategy) | Q(chosen_strategy="", strategy=f.strategy)
+        # The match on the row itself, not as `id IN (...)`: a common word matches most rows,
+        # and the page's LIMIT then stops the scan early.
+        members = Incident.objects.filter(search=query, parent__isnull=False).values("parent_id")
+        rows = rows.filter(Q(search=query) | Q(pk__in=members))
+    if f.strategy:  # what ran: the approved alternative, else the proposal's own strategy
+        ran = Q(status__in=RAN)
+        rows = rows.filter(
+            _has_proposal(ran & Q(chosen_strategy=f.strategy))
+            | _has_proposal(ran & Q(chosen_strategy="", strategy=f.strategy))
         )
     if f.outcome:
-        ran &= Q(outcome=f.outcome)
-    if ran:
-        rows = rows.filter(_has_proposal(ran))
+        rows = rows.filter(_has_proposal(Q(outcome=f.outcome)))
     if f.decided_by:
         who = User.objects.filter(username=f.decided_by).values_list("pk", flat=True).first()
         rows = (
