@@ -2,8 +2,8 @@
 their export as CSV or JSON, written a batch at a time so a big log never sits in memory.
 
 Filters: `actor` (a username, exactly), `action` ("login" also matches "login.failed"),
-`target` (text it contains), `since` and `until` (a date, or a date and time; UTC unless an
-offset is given; a date alone as `until` takes in that whole day).
+`target` (text it contains), `since` and `until` (healing/moments.py: a date, a date and
+time, or an age like 7d; a date alone as `until` takes in that whole day).
 """
 
 from __future__ import annotations
@@ -13,19 +13,17 @@ import io
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import datetime
 from typing import Any
 
 from django.db.models import Q, QuerySet
-from django.utils import timezone
 
+from healing.exports import spreadsheet_safe
 from healing.models import AuditEntry
+from healing.moments import parse_moment
 
 BATCH = 1000
 CSV_FIELDS = ("at", "actor", "action", "target", "reason", "detail")
-# Spreadsheets run a cell that starts with one of these as a formula; the log holds text
-# anyone can type (a username tried at the login page), so such cells get a leading quote.
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 @dataclass(frozen=True)
@@ -107,7 +105,7 @@ def csv_lines(entries: Iterator[AuditEntry]) -> Iterator[str]:
     for entry in entries:
         row = as_dict(entry)
         row["detail"] = json.dumps(row["detail"], sort_keys=True)
-        yield line([_cell(str(row[field])) for field in CSV_FIELDS])
+        yield line([spreadsheet_safe(str(row[field])) for field in CSV_FIELDS])
 
 
 def json_lines(entries: Iterator[AuditEntry]) -> Iterator[str]:
@@ -120,23 +118,11 @@ def json_lines(entries: Iterator[AuditEntry]) -> Iterator[str]:
     yield "\n]\n"
 
 
-def _cell(value: str) -> str:
-    return "'" + value if value.startswith(FORMULA_STARTS) else value
-
-
 def _moment(text: str, name: str, problems: list[str], end_of_day: bool) -> datetime | None:
-    text = text.strip()
-    if not text:
+    if not text.strip():
         return None
     try:
-        if len(text) == 10:
-            day = date.fromisoformat(text)
-            moment = datetime.combine(day + timedelta(days=end_of_day), time())
-        else:
-            moment = datetime.fromisoformat(text)
+        return parse_moment(text, end_of_day=end_of_day)
     except ValueError:
         problems.append(f"{name}={text!r}: use a date (2026-01-31) or a date and time")
         return None
-    if timezone.is_naive(moment):
-        moment = timezone.make_aware(moment, timezone.get_current_timezone())
-    return moment

@@ -5,17 +5,21 @@ with their hosts folded in (a filter matches a fleet incident when one of its ho
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
+from urllib.parse import urlencode
 
 from django.contrib.auth import get_user_model
 from django.contrib.postgres.search import SearchQuery
-from django.db.models import Avg, Count, F, Q, QuerySet
+from django.db.models import Avg, Case, Count, F, IntegerField, Q, QuerySet, Sum, Value, When
 from django.db.models.functions import TruncWeek
 
-from healing.models import Incident, Proposal
+from healing.models import SEVERITY_RANK, Incident, Proposal
+from healing.moments import parse_moment
+from mitigations.base import Outcome
 from monitor.models import Host
 
 User = get_user_model()
@@ -30,9 +34,9 @@ SORTS: dict[str, tuple[Any, ...]] = {
 }
 CHOICES = {
     "state": {s.value for s in Incident.State},
-    "severity": {"info", "warning", "critical"},
+    "severity": set(SEVERITY_RANK),
     "healed": {h.value for h in Incident.Healed},
-    "outcome": {"success", "no_effect", "failure", "made_worse"},
+    "outcome": {o.value for o in Outcome},
 }
 
 
@@ -55,21 +59,16 @@ class Filters:
     sort: str = "newest"
     errors: list[str] = field(default_factory=list)
 
-    def query_string(self, **override: Any) -> str:
-        """This filter as a URL query string, with some fields replaced (for sort/page links)."""
-        from urllib.parse import urlencode
-
+    def query_string(self) -> str:
+        """This filter as a URL query string (for the page links)."""
         pairs = {}
         for f in fields(self):
-            if f.name == "errors":
+            value = getattr(self, f.name)
+            if f.name == "errors" or not value or (f.name == "sort" and value == "newest"):
                 continue
-            value = override.get(f.name, getattr(self, f.name))
             if isinstance(value, datetime):
                 value = value.strftime("%Y-%m-%dT%H:%M")
-            if value and not (f.name == "sort" and value == "newest"):
-                pairs[{"since": "from", "until": "to"}.get(f.name, f.name)] = value
-        if page := override.get("page"):
-            pairs["page"] = page
+            pairs[{"since": "from", "until": "to"}.get(f.name, f.name)] = value
         return urlencode(pairs)
 
 
@@ -87,7 +86,7 @@ def parse(params: Mapping[str, str]) -> Filters:
     for key, name in (("from", "since"), ("to", "until")):
         if text := (params.get(key) or "").strip():
             try:
-                setattr(f, name, _when(text))
+                setattr(f, name, parse_moment(text))
             except ValueError:
                 f.errors.append(
                     f"{key} {text!r} is not a time: use 2026-11-27, 2026-11-27T13:00, or 7d / 12h"
@@ -98,15 +97,6 @@ def parse(params: Mapping[str, str]) -> Filters:
     else:
         f.errors.append(f"sort {sort!r} is not one of {', '.join(SORTS)}")
     return f
-
-
-def _when(text: str) -> datetime:
-    """An ISO date or time (UTC unless it says otherwise), or an age like 7d, 12h, 30m."""
-    units = {"d": 86400, "h": 3600, "m": 60}
-    if text[-1:] in units and text[:-1].isdigit():
-        return datetime.now(tz=UTC) - timedelta(seconds=int(text[:-1]) * units[text[-1]])
-    when = datetime.fromisoformat(text)
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 def incidents(f: Filters) -> QuerySet[Incident]:
@@ -174,15 +164,9 @@ def _has_proposal(match: Q) -> Q:
     return Q(pk__in=own) | Q(pk__in=members)
 
 
-def _severity_rank() -> Any:
-    from django.db.models import Case, IntegerField, Value, When
-
-    return Case(
-        When(severity="critical", then=Value(2)),
-        When(severity="warning", then=Value(1)),
-        default=Value(0),
-        output_field=IntegerField(),
-    )
+def _severity_rank() -> Case:
+    whens = [When(severity=name, then=Value(rank)) for name, rank in SEVERITY_RANK.items()]
+    return Case(*whens, default=Value(0), output_field=IntegerField())
 
 
 # ---------------------------------------------------------------- patterns
@@ -193,28 +177,27 @@ def patterns(since: datetime, until: datetime, top: int = 10) -> dict[str, Any]:
     share healed automatically; the hosts that fail most. Counted over host incidents (a fleet
     incident's hosts each count once)."""
     rows = Incident.objects.filter(host__isnull=False, opened_at__gte=since, opened_at__lt=until)
-    resolved = rows.filter(state=Incident.State.RESOLVED)
-    totals = resolved.aggregate(
-        mttd=Avg("detect_s"),
-        mttr=Avg("recover_s"),
-        mttm=Avg("mitigate_s"),
-        lead=Avg("lead_time_s"),
-        resolved=Count("id"),
-        automatic=Count("id", filter=Q(healed_by="automatic")),
-        approval=Count("id", filter=Q(healed_by="approval")),
-        hand=Count("id", filter=Q(healed_by="hand")),
-        itself=Count("id", filter=Q(healed_by="itself")),
+    done = Q(state=Incident.State.RESOLVED)
+    totals = rows.aggregate(
+        incidents=Count("id"),
+        mttd=Avg("detect_s", filter=done),
+        mttr=Avg("recover_s", filter=done),
+        mttm=Avg("mitigate_s", filter=done),
+        lead=Avg("lead_time_s", filter=done),
+        resolved=Count("id", filter=done),
+        **{way.value: Count("id", filter=done & Q(healed_by=way)) for way in Incident.Healed},
     )
-    n = totals["resolved"] or 0
+    per_host = list(
+        rows.values("host__name", "failure_type")
+        .annotate(n=Count("id"), recover_sum=Sum("recover_s"), recovered=Count("recover_s"))
+        .order_by("-n")
+    )
+    n = totals["resolved"]
     return {
-        "since": since,
-        "until": until,
-        "incidents": rows.count(),
+        "incidents": totals["incidents"],
         "totals": totals,
         "share_automatic": (totals["automatic"] / n) if n else None,
-        "by_host": list(
-            rows.values("host__name", "failure_type").annotate(n=Count("id")).order_by("-n")[:top]
-        ),
+        "by_host": per_host[:top],
         "by_model": list(
             rows.values("model_name", "failure_type").annotate(n=Count("id")).order_by("-n")[:top]
         ),
@@ -224,9 +207,22 @@ def patterns(since: datetime, until: datetime, top: int = 10) -> dict[str, Any]:
             .annotate(n=Count("id"))
             .order_by("-week", "-n")[: top * 4]
         ),
-        "worst_hosts": list(
-            rows.values("host__name")
-            .annotate(n=Count("id"), mttr=Avg("recover_s"))
-            .order_by("-n")[:top]
-        ),
+        "worst_hosts": _worst_hosts(per_host)[:top],
     }
+
+
+def _worst_hosts(per_host: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Hosts by their incidents, with their mean time to recover, from the per-failure rows."""
+    sums: dict[str, list[float]] = defaultdict(lambda: [0, 0.0, 0])  # n, recover s, recovered
+    for row in per_host:
+        s = sums[row["host__name"]]
+        s[0], s[1], s[2] = (
+            s[0] + row["n"],
+            s[1] + (row["recover_sum"] or 0.0),
+            s[2] + row["recovered"],
+        )
+    worst = [
+        {"host__name": name, "n": int(n), "mttr": total / recovered if recovered else None}
+        for name, (n, total, recovered) in sums.items()
+    ]
+    return sorted(worst, key=lambda h: -h["n"])

@@ -11,6 +11,7 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
+from healing.history import RAN
 from healing.models import Incident, Proposal
 from monitor.models import GpuEvent, LifecycleTransition, VllmError
 from monitor.models import Prediction as PredictionRow
@@ -179,7 +180,7 @@ def _proposals(incident_ids: list[int]) -> list[Entry]:
             who = "sentinel (automatic)" if p.auto else _name(p.decided_by) or "sentinel"
             chosen = p.chosen()["strategy"]
             what = {"approved": f"approved {chosen}", "vetoed": "vetoed"}.get(
-                "approved" if p.status in _RAN_OR_APPROVED else p.status, p.status
+                "approved" if p.status in {"approved", *RAN} else p.status, p.status
             )
             entries.append(
                 Entry(p.decided_at, "decision", what.capitalize(), p.decision_reason, who, host)
@@ -217,9 +218,6 @@ def _proposals(incident_ids: list[int]) -> list[Entry]:
                 )
             )
     return entries
-
-
-_RAN_OR_APPROVED = {"approved", "executing", "verifying", "done", "failed"}
 
 
 def _gate_text(p: Proposal) -> str:

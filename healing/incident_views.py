@@ -17,7 +17,8 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from healing import history, incidents, roles
+from healing import history, incidents
+from healing.exports import spreadsheet_safe
 from healing.incident_timeline import host_context, timeline, window
 from healing.models import Incident, Proposal
 from healing.roles import operator_required, viewer_required
@@ -107,7 +108,6 @@ def _context(request: HttpRequest, incident: Incident, error: str = "") -> dict[
         "host": host_context(incident),
         "window_start": start,
         "window_end": end,
-        "can_act": roles.is_operator(request.user),
         "error": error,
     }
 
@@ -157,7 +157,8 @@ def incident_csv(request: HttpRequest, pk: int) -> HttpResponse:
     out = csv.writer(response)
     out.writerow(["at", "kind", "host", "title", "detail", "who"])
     for e in timeline(incident):
-        out.writerow([e.at.isoformat(), e.kind, e.host, e.title, e.detail, e.who])
+        cells = [e.at.isoformat(), e.kind, e.host, e.title, e.detail, e.who]
+        out.writerow([spreadsheet_safe(c) for c in cells])
     return response
 
 

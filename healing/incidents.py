@@ -16,13 +16,13 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 
 from healing import audit
-from healing.incident_figures import Mitigation, figures, fleet_healed_by
-from healing.models import Incident, IncidentNote
+from healing.incident_figures import LOOK_BEFORE_S, Mitigation, figures, fleet_healed_by
+from healing.incident_timeline import window
+from healing.models import SEVERITY_RANK, Incident, IncidentNote
 from learning.history import failures_in
 from monitor.models import Host, VllmError
 from monitor.models import Prediction as PredictionRow
 
-SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
 UNRESOLVED = (Incident.State.OPEN, Incident.State.ACKNOWLEDGED)
 # The figures look at most this long after opening for the failure (a long incident's later
 # checkpoints do not change when it first failed).
@@ -31,10 +31,6 @@ FIGURES_SPAN_S = 2 * 3600.0
 
 class IncidentError(Exception):
     """An operator's request that cannot be done as asked; the message says why."""
-
-
-def _setting(name: str, default: float) -> float:
-    return float(getattr(settings, name, default))
 
 
 # ---------------------------------------------------------------- signals
@@ -88,7 +84,7 @@ def _new(host: Host, failure_type: str, severity: str, now: datetime) -> Inciden
 
 def _reopen(host: Host, failure_type: str, now: datetime) -> Incident | None:
     """The same failure back within INCIDENT_REOPEN_S of resolving is the same episode."""
-    since = now - timedelta(seconds=_setting("INCIDENT_REOPEN_S", 900.0))
+    since = now - timedelta(seconds=settings.INCIDENT_REOPEN_S)
     incident = (
         Incident.objects.select_for_update()
         .filter(
@@ -119,7 +115,7 @@ def _group(incident: Incident, now: datetime) -> None:
     model opened within INCIDENT_GROUP_S; make one when the second host appears."""
     if not incident.model_name:
         return
-    since = now - timedelta(seconds=_setting("INCIDENT_GROUP_S", 300.0))
+    since = now - timedelta(seconds=settings.INCIDENT_GROUP_S)
     siblings = list(
         Incident.objects.select_for_update()
         .filter(
@@ -161,9 +157,8 @@ def _group(incident: Incident, now: datetime) -> None:
 
 def _retitle(fleet: Incident) -> None:
     n = Incident.objects.filter(parent=fleet).count()
-    fleet.title = (f"{fleet.failure_type.replace('_', ' ')} on {n} hosts of {fleet.model_name}")[
-        :300
-    ]
+    title = f"{fleet.failure_type.replace('_', ' ')} on {n} hosts of {fleet.model_name}"
+    fleet.title = title[:300]
     fleet.save(update_fields=["title"])
     reindex(fleet.pk)
 
@@ -193,6 +188,7 @@ def acknowledge(incident_id: int, user: Any, comment: str, now: datetime) -> Inc
             updated_at=now,
         )
         _note(incident, user, "acknowledge", comment or "acknowledged", now)
+        reindex(incident.pk)
         audit.record(user, "incident.acknowledge", incident.title, comment)
     return Incident.objects.get(pk=incident_id)
 
@@ -211,12 +207,11 @@ def resolve(
             if user is not None:
                 raise IncidentError(f"{incident.title} is resolved already.")
             return None
-        members = list(incident.members.exclude(state=Incident.State.RESOLVED))
-        for member in members:
+        if user is not None:  # before closing, which reindexes with it
+            _note(incident, user, "resolve", note, now)
+        for member in incident.members.exclude(state=Incident.State.RESOLVED):
             _close(member, user, note, now)
         _close(incident, user, note, now)
-        if user is not None:
-            _note(incident, user, "resolve", note, now)
         audit.record(user, "incident.resolve", incident.title, note or why)
         if incident.parent_id:
             _close_fleet_if_done(incident.parent_id, now)
@@ -232,16 +227,15 @@ def add_note(incident_id: int, user: Any, text: str, now: datetime) -> IncidentN
     with transaction.atomic():
         incident = Incident.objects.get(pk=incident_id)
         note = _note(incident, user, "note", text, now)
+        reindex(incident.pk)
         audit.record(user, "incident.note", incident.title, text[:200])
     return note
 
 
 def _note(incident: Incident, user: Any, kind: str, text: str, now: datetime) -> IncidentNote:
-    note = IncidentNote.objects.create(
+    return IncidentNote.objects.create(
         incident=incident, author=user, at=now, kind=kind, text=text[:2000]
     )
-    reindex(incident.pk)
-    return note
 
 
 def _close(incident: Incident, user: Any | None, note: str, now: datetime) -> None:
@@ -274,7 +268,7 @@ def _figures(incident: Incident, now: datetime, by_person: bool) -> dict[str, An
 
     checkpoints = recent_checkpoints(
         incident.host_id,
-        opened - 900.0,
+        opened - LOOK_BEFORE_S,
         min(resolved, opened + FIGURES_SPAN_S) + 0.001,
     )
     failures = [(f.failure_type, f.started_at) for f in failures_in(checkpoints)]
@@ -348,11 +342,9 @@ def reindex(incident_id: int) -> None:
     for error, reason in incident.proposals.values_list("error", "decision_reason"):
         parts += [error, reason]
     if incident.host_id is not None:
-        until = incident.resolved_at or datetime.now(tz=UTC)
+        start, end = window(incident)
         errors = VllmError.objects.filter(
-            host_id=incident.host_id,
-            last_seen_at__gte=incident.opened_at - timedelta(minutes=15),
-            first_seen_at__lte=until,
+            host_id=incident.host_id, last_seen_at__gte=start, first_seen_at__lte=end
         ).values_list("message", flat=True)[:50]
         parts += list(errors)
     else:

@@ -35,6 +35,9 @@ class GuardrailPolicy(models.Model):
         return self.name
 
 
+SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}  # an incident's severities, mildest first
+
+
 class Incident(models.Model):
     """One failure episode of one host, or (host empty, `members` set) the same failure on
     several hosts of one model within minutes: a fleet incident.

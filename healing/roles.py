@@ -30,12 +30,7 @@ def is_admin(user: Any) -> bool:
 
 def has_role(user: Any, role: str) -> bool:
     """True when `user` holds `role` or one above it."""
-    if not getattr(user, "is_authenticated", False):
-        return False
-    if user.is_superuser:
-        return True
-    at_least = ROLES[ROLES.index(role) :]
-    return bool(user.groups.filter(name__in=at_least).exists())
+    return roles_of(user)[role]
 
 
 def roles_of(user: Any) -> dict[str, bool]:

@@ -177,28 +177,26 @@ def _minute(at: datetime) -> datetime:
 
 
 def _rolled_up_until() -> datetime | None:
-    # The latest minute of each host from the (host, minute) index: one probe per host.
-    sql = (
-        f"SELECT max(last.minute) FROM {Host._meta.db_table} h CROSS JOIN LATERAL ("
-        f"SELECT max(minute) AS minute FROM {CheckpointRollup._meta.db_table} r "
-        f"WHERE r.host_id = h.id) last"
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(sql)
-        latest = cursor.fetchone()[0]
+    latest = _over_hosts("max", CheckpointRollup._meta.db_table, "minute")
     return None if latest is None else latest + timedelta(minutes=1)
 
 
 def _oldest_checkpoint() -> datetime | None:
+    oldest = _over_hosts("min", Checkpoint._meta.db_table, "collected_at")
+    return None if oldest is None else _minute(oldest)
+
+
+def _over_hosts(extreme: str, table: str, column: str) -> datetime | None:
+    """The fleet's min or max of `column`, from each host's (host, column) index: one probe per
+    host rather than a scan of the table."""
     sql = (
-        f"SELECT min(first.at) FROM {Host._meta.db_table} h CROSS JOIN LATERAL ("
-        f"SELECT min(collected_at) AS at FROM {Checkpoint._meta.db_table} c "
-        f"WHERE c.host_id = h.id) first"
+        f"SELECT {extreme}(each.at) FROM {Host._meta.db_table} h CROSS JOIN LATERAL ("
+        f"SELECT {extreme}({column}) AS at FROM {table} t WHERE t.host_id = h.id) each"
     )
     with connection.cursor() as cursor:
         cursor.execute(sql)
-        oldest = cursor.fetchone()[0]
-    return None if oldest is None else _minute(oldest)
+        found: datetime | None = cursor.fetchone()[0]
+    return found
 
 
 def _figure(key: str) -> str:

@@ -446,3 +446,15 @@ def test_ages_and_dates_in_filters() -> None:
     assert f.since is not None and abs(
         (datetime.now(tz=UTC) - f.since) - timedelta(hours=12)
     ) < timedelta(seconds=5)
+
+
+@pytest.mark.django_db
+def test_the_csv_export_does_not_hand_a_spreadsheet_a_formula(alice: Any) -> None:
+    _kv_full(_host("gpu-01"), T0)
+    incident = Incident.objects.get()
+    client = _signed_in(alice)
+    client.post(f"/incidents/{incident.pk}/note", {"text": '=HYPERLINK("http://x")'})
+    rows = list(
+        csv.reader(io.StringIO(client.get(f"/incidents/{incident.pk}.csv").content.decode()))
+    )
+    assert [r[3] for r in rows if r[1] == "note"] == ['\'=HYPERLINK("http://x")']
