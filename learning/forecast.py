@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from learning.prediction import DEFAULT_HORIZON_S, Forecast
-from learning.robust import Trend, clean, trend
+from learning.robust import Trend, clean, halves, trend
 from learning.window import Window
 
 LOOKBACK_S = 300.0
@@ -118,10 +118,13 @@ def newest(w: Window, name: str) -> float:
 
 def current_run_start(w: Window) -> int:
     """Return the index where the newest run of `w` begins (after the last start or failure)."""
-    for i in range(len(w.states) - 1, -1, -1):
-        if w.states[i] not in RUN_STATES:
-            return i + 1
-    return 0
+    start = w.cache.get("run_start")
+    if start is None:
+        start = next(
+            (i + 1 for i in range(len(w.states) - 1, -1, -1) if w.states[i] not in RUN_STATES), 0
+        )
+        w.cache["run_start"] = start
+    return start
 
 
 def recent(w: Window, metric: str, lookback_s: float) -> tuple[np.ndarray, np.ndarray]:
@@ -135,14 +138,23 @@ def recent(w: Window, metric: str, lookback_s: float) -> tuple[np.ndarray, np.nd
     return t[keep], y[keep]
 
 
+def local_trend(w: Window, metric: str, lookback_s: float) -> LocalTrend | None:
+    """Return the damped local trend of `metric` over its last `lookback_s` in the current run,
+    fitted once per window: a forecast and a detector asking for the same one share it."""
+    key = ("local_trend", metric, lookback_s)
+    if key not in w.cache:
+        w.cache[key] = fit_local_trend(*recent(w, metric, lookback_s))
+    model: LocalTrend | None = w.cache[key]
+    return model
+
+
 def fit_local_trend(t: np.ndarray, y: np.ndarray) -> LocalTrend | None:
     """Return the damped local trend of `y` over `t` (NaN-free, oldest first), or None with
     fewer than MIN_POINTS points."""
     if len(t) < MIN_POINTS:
         return None
-    whole = trend(t, y)
+    whole, older, newer = halves(t, y)
     half = len(t) // 2
-    older, newer = trend(t[:half], y[:half], with_z=False), trend(t[half:], y[half:], with_z=False)
     regime = _regime(older, newer, t, half)
     if regime == "levelling_off":
         return _levelling_off(t[half:], y[half:], older, newer)
@@ -280,7 +292,7 @@ def forecast(
     no crossing is expected.
     """
     limits = dict(default_thresholds(w, metric) if thresholds is None else thresholds)
-    model = fit_local_trend(*recent(w, metric, lookback_s))
+    model = local_trend(w, metric, lookback_s)
     if model is None:
         return Forecast(metric, [], [], [], [], {name: None for name in limits})
     times = now + horizon_s * np.arange(1, steps + 1) / steps

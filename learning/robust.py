@@ -105,15 +105,45 @@ def trend(t: np.ndarray, y: np.ndarray, t_ref: float | None = None, with_z: bool
         level = float(y[0]) if n else math.nan
         return Trend(0.0, level, ref, 0.0, n, 0.0, 0.0)
     i, j = _pairs(n)
-    dy = y[j] - y[i]
-    dt = t[j] - t[i]
+    return _line(t, y, y[j] - y[i], t[j] - t[i], ref, with_z)
+
+
+def halves(t: np.ndarray, y: np.ndarray) -> tuple[Trend, Trend, Trend]:
+    """Return the trends of the whole series (with z), of its older half and of its newer half
+    (without), from one set of pairs: each half's pairs are a subset of the whole's.
+
+    Exactly `trend(t, y)`, `trend(t[:h], y[:h], with_z=False)` and `trend(t[h:], y[h:],
+    with_z=False)` for h = len(t) // 2, at about half the cost. Needs 4 points or more.
+    """
+    n, half = len(t), len(t) // 2
+    i, j = _pairs(n)
+    dy, dt = y[j] - y[i], t[j] - t[i]
+    older, newer = _half_masks(n)
+    return (
+        _line(t, y, dy, dt, float(t[-1]), True),
+        _line(t[:half], y[:half], dy[older], dt[older], float(t[half - 1]), False),
+        _line(t[half:], y[half:], dy[newer], dt[newer], float(t[-1]), False),
+    )
+
+
+@lru_cache(maxsize=64)
+def _half_masks(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Return which of `n` points' pairs lie within the older half, and which within the newer."""
+    i, j = _pairs(n)
+    half = n // 2
+    return j < half, i >= half
+
+
+def _line(
+    t: np.ndarray, y: np.ndarray, dy: np.ndarray, dt: np.ndarray, ref: float, with_z: bool
+) -> Trend:
     ok = dt > 0
     slope = median(dy[ok] / dt[ok]) if ok.all() else _slope_of_distinct(dy, dt, ok)
     moved = y - slope * (t - ref)
     level = median(moved)
     z = _mann_kendall_z(float(np.sign(dy).sum()), y) if with_z else 0.0
     scale = residual_sigma(moved - level)
-    return Trend(slope, level, ref, z, n, float(t[-1] - t[0]), scale)
+    return Trend(slope, level, ref, z, len(t), float(t[-1] - t[0]), scale)
 
 
 def _slope_of_distinct(dy: np.ndarray, dt: np.ndarray, ok: np.ndarray) -> float:

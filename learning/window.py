@@ -105,6 +105,8 @@ class Window:
     series: dict[str, np.ndarray]  # name -> values (NaN where missing)
     states: list[str]  # lifecycle_state of each checkpoint
     checkpoints: Sequence[dict[str, Any]] = field(repr=False, default=())
+    # Figures every detector asks for (where the current run starts), worked out once.
+    cache: dict[Any, Any] = field(repr=False, compare=False, default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.t)
