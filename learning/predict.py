@@ -13,9 +13,14 @@ oldest first; `now` is epoch seconds. Five kinds of evidence are combined per fa
 5. streaming anomaly detectors (learning/anomaly.py) on latency and throughput, kept per
    host by HostAnalyzer: unusual behaviour the rules above do not name.
 
-Each source gives a probability for a failure type; they are combined with a weighted
-noisy-OR (independent reasons to fail), the time to failure is the soonest among the
-sources that believe it, and the confidence grows with the number of sources that agree.
+Each source gives a probability for a failure type. The first three read the same series of
+this host (a KV cache climbing is the detector's trend, the forecast's crossing and the
+model's features at once), so together they count as their strongest belief, not as
+independent reasons: a noisy-OR over them turned three lukewarm readings of one load spike
+into an alarm (evaluate/run: 17 false KV alarms in 12 healthy host-hours). That belief, the
+fleet's prior and the anomalies are then combined with a noisy-OR. The time to failure is
+the soonest among the sources that believe it, and the confidence grows with the number of
+sources that agree.
 """
 
 from __future__ import annotations
@@ -69,6 +74,8 @@ GRAPH_FAILURES = {
     "failed_system_resource": "system_resource",
 }
 ANOMALY_WEIGHT = 0.45
+# Evidence sources that read this host's own series (Evidence.source prefixes).
+HOST_SERIES_SOURCES = ("detector:", "forecast:", "pattern")
 MIN_PROBABILITY = 0.05  # weaker combined beliefs are not reported
 
 
@@ -268,8 +275,8 @@ def _combine(beliefs: list[tuple[str, _Belief]], horizon_s: float) -> list[Predi
 
 def _prediction(failure_type: str, beliefs: list[_Belief], horizon_s: float) -> Prediction:
     miss = 1.0
-    for b in beliefs:
-        miss *= 1.0 - min(max(b.probability, 0.0), 1.0)
+    for p in _independent(beliefs):
+        miss *= 1.0 - min(max(p, 0.0), 1.0)
     probability = 1.0 - miss
     believers = [b for b in beliefs if b.probability >= 0.5 and b.time_to_failure_s is not None]
     etas = [b.time_to_failure_s for b in believers if b.time_to_failure_s is not None]
@@ -282,6 +289,14 @@ def _prediction(failure_type: str, beliefs: list[_Belief], horizon_s: float) -> 
         recommended_mitigations=list(RECOMMENDED_MITIGATIONS.get(failure_type, ())),
         horizon_s=horizon_s,
     )
+
+
+def _independent(beliefs: list[_Belief]) -> list[float]:
+    """Return one probability per independent reason: the beliefs read from this host's series
+    count as their strongest one."""
+    own = [b.probability for b in beliefs if b.evidence.source.startswith(HOST_SERIES_SOURCES)]
+    rest = [b.probability for b in beliefs if not b.evidence.source.startswith(HOST_SERIES_SOURCES)]
+    return [max(own), *rest] if own else rest
 
 
 def _confidence(beliefs: list[_Belief]) -> float:

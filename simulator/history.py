@@ -17,6 +17,11 @@ server itself (never from the checkpoints, which are what is evaluated):
     kv_cache_exhausted  a preemption storm began: PREEMPTION_STORM preemptions within STORM_S
                         (the first of them is the start)
 
+For a KV-cache storm the truth also says when the traffic that caused it began to rise
+(`Run.traffic_onsets`: the last moment the timeline's demand, load x prompt x output length,
+sat within TRAFFIC_CALM of normal). No predictor can know of it earlier: the time from that
+onset to the storm bounds any lead time.
+
 Each is an episode (learning.history.FailureEvent): a death lasts until the server serves
 again, a condition until it has been gone for CLEAR_S.
 
@@ -75,6 +80,7 @@ VARIATION = {
 SHIFT_S = (-60.0, 600.0)
 MULTIPLIER_SPREAD = (0.8, 1.2)  # of a multiplier's excess over 1
 REPLAY_SHARE = 0.5  # varied runs whose timeline replays after a restart (else it is cured)
+TRAFFIC_CALM = 1.05  # the timeline's demand multiplier at or below this is normal traffic
 
 
 @dataclass
@@ -87,6 +93,8 @@ class Run:
     checkpoints: list[dict[str, Any]]
     truth: list[FailureEvent]
     variation: dict[str, float] = field(default_factory=dict)
+    # (a KV-cache storm's start, when the traffic behind it began to rise), epoch s
+    traffic_onsets: list[tuple[float, float]] = field(default_factory=list)
 
     @property
     def group(self) -> str:
@@ -145,7 +153,18 @@ async def _simulate(name: str, seed: int, duration_s: float, vary: bool) -> Run:
             checkpoints.append(to_dict(await host.agent.collect(events_since=since)))
     finally:
         await host.close()
-    return Run("gpu-01", name, seed, EPOCH, duration_s, checkpoints, truth.events(), variation)
+    events = truth.events()
+    return Run(
+        "gpu-01",
+        name,
+        seed,
+        EPOCH,
+        duration_s,
+        checkpoints,
+        events,
+        variation,
+        truth.traffic_onsets,
+    )
 
 
 # ---------------------------------------------------------------- varied scenarios
@@ -226,6 +245,8 @@ class _Truth:
         self._faults: set[str] = set()
         self._nccl_due = False
         self._was_down = True
+        self._calm_at = sim.now  # the last moment the timeline's traffic was normal
+        self.traffic_onsets: list[tuple[float, float]] = []
 
     def before_step(self, dt: float) -> None:
         """Note the timeline's one-off events the coming step applies (as the engine will)."""
@@ -247,6 +268,7 @@ class _Truth:
         self._watch_condition("thermal_throttling", hot, hot, now)
         preempted = self._count_preemptions(now)
         storm = len(self._preemptions) >= PREEMPTION_STORM
+        self._watch_traffic(now)
         self._watch_condition("kv_cache_exhausted", storm, preempted, now)
 
     def events(self) -> list[FailureEvent]:
@@ -306,9 +328,19 @@ class _Truth:
         elif now - self._last_seen.get(failure_type, -math.inf) >= CLEAR_S:
             self._close(failure_type, now)
 
+    def _watch_traffic(self, now: float) -> None:
+        sim, run = self.sim, self.sim.run
+        if sim.phase is Phase.SERVING and run is not None and run.timeline_on:
+            shape = sim.scenario.conditions(run.uptime(sim.t)).shape
+            if shape.load * shape.prompt * shape.output > TRAFFIC_CALM:
+                return
+        self._calm_at = now
+
     def _begin(self, failure_type: str, at: float) -> None:
         if failure_type not in self._open:
             self._open[failure_type] = at
+            if failure_type == "kv_cache_exhausted":
+                self.traffic_onsets.append((at, min(self._calm_at, at)))
 
     def _close(self, failure_type: str, at: float) -> None:
         started = self._open.pop(failure_type, None)

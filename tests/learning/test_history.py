@@ -126,3 +126,19 @@ def test_it_varies_a_scenario_by_seed_within_its_repeating_period() -> None:
     assert one.repeat_every_s == 420.0 * factors["repeat_every_s"]
     assert cooling.until_s is not None
     assert cooling.until_s + cooling.params["ramp_s"] <= one.repeat_every_s
+
+
+def test_it_records_when_the_traffic_behind_a_kv_storm_began_to_rise() -> None:
+    # The scenario's traffic starts to grow 30 s after the server serves, over ~3 minutes.
+    run = simulate("kv_cache_exhaustion", 1, 330.0, vary=False)
+
+    storm = next(f for f in run.truth if f.failure_type == "kv_cache_exhausted")
+    serving = next(cp["collected_at"] for cp in run.checkpoints
+                   if cp["lifecycle_state"] == "serving")  # fmt: skip
+    (started, onset), *_ = run.traffic_onsets
+    assert started == storm.started_at
+    # Uptime 30 s, plus the ~3 s the ramp takes to lift demand 5 %, within a checkpoint.
+    assert serving + 28.0 <= onset <= serving + 34.0
+    assert 60.0 < storm.started_at - onset < 240.0
+    calm = simulate("healthy", 1, 120.0, vary=False)
+    assert calm.traffic_onsets == []
