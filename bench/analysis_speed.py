@@ -28,11 +28,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from learning import patterns  # noqa: E402
-from learning.history import training_set  # noqa: E402
-from learning.predict import HostAnalyzer  # noqa: E402
-from learning.state_graph import StateGraph  # noqa: E402
-from simulator.history import FAILURE_SCENARIOS, HEALTHY_SCENARIOS, Run, simulate_many  # noqa: E402
+from learning import patterns
+from learning.history import training_set
+from learning.predict import HostAnalyzer
+from learning.state_graph import StateGraph
+from simulator.history import FAILURE_SCENARIOS, HEALTHY_SCENARIOS, Run, simulate_many
 
 EVAL_SEED = 1000
 BUDGET_MS = 2.0

@@ -173,13 +173,14 @@ def _leak(t: np.ndarray, y: np.ndarray, min_rise: float) -> _Leak | None:
     at_base = np.flatnonzero(y <= base + max(3.0 * noise, 1e-9 * abs(base)))
     start = int(at_base[-1]) if len(at_base) else 0
     t, y = t[start:], y[start:]
-    if len(y) < MIN_LEAK_POINTS:
+    # Every quarter rising is the cheapest test, and a flat series mostly fails it: first.
+    if len(y) < MIN_LEAK_POINTS or (quarter_rises(y) <= 0).any():
         return None
     tr = trend(t, y)
     rise = tr.slope * tr.span_s
     if tr.z < LEAK_Z or rise < max(min_rise, 6.0 * noise) or rise <= 0:
         return None
-    if (quarter_rises(y) <= 0).any() or float(np.diff(y).max()) > MAX_STEP_SHARE * rise:
+    if float(np.diff(y).max()) > MAX_STEP_SHARE * rise:
         return None
     return _Leak(tr, rise, len(y))
 
@@ -390,7 +391,16 @@ class _Pressure:
 
 
 def _pressure(w: Window, lookback_s: float) -> _Pressure:
-    """Return whether the queue grows and requests are being preempted, recently."""
+    """Return whether the queue grows and requests are being preempted, recently (worked out
+    once per window: the KV and the queue detectors both ask)."""
+    key = ("pressure", lookback_s)
+    if key not in w.cache:
+        w.cache[key] = _read_pressure(w, lookback_s)
+    pressure: _Pressure = w.cache[key]
+    return pressure
+
+
+def _read_pressure(w: Window, lookback_s: float) -> _Pressure:
     t, waiting = recent(w, "requests_waiting", lookback_s)
     queue = trend(t, waiting)
     queued = float(waiting[-1]) if len(waiting) else 0.0

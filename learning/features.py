@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from agent.checkpoint import ERROR_CATEGORIES
+from learning.robust import mean
 from learning.window import Window
 
 GIB = 1024.0**3
@@ -241,12 +242,17 @@ def _linear(m: np.ndarray, t: np.ndarray, now: float) -> np.ndarray:
         y, x = m[_ROW[name], start:], t[start:] - now
         known = ~np.isnan(y)
         y, x = y[known], x[known]
-        spread = float(((x - x.mean()) ** 2).sum()) if len(x) >= 3 else 0.0
+        if len(x) < 3:
+            found.append(math.nan)
+            continue
+        x_mean, y_mean = mean(x), mean(y)
+        dx = x - x_mean
+        spread = float(dx @ dx)
         if spread <= 0:
             found.append(math.nan)
             continue
-        slope = float(((x - x.mean()) * (y - y.mean())).sum()) / spread
-        found.append(float(y.mean() + slope * (AHEAD_S - x.mean())))
+        slope = float(dx @ (y - y_mean)) / spread
+        found.append(y_mean + slope * (AHEAD_S - x_mean))
     return np.array(found)
 
 

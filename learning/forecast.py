@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from learning.prediction import DEFAULT_HORIZON_S, Forecast
-from learning.robust import Trend, clean, halves, trend
+from learning.robust import Trend, clean, halves, mean, trend
 from learning.window import Window
 
 LOOKBACK_S = 300.0
@@ -197,7 +197,7 @@ def _linear(t: np.ndarray, y: np.ndarray, tr: Trend, regime: str) -> LocalTrend:
         regime=regime if keep > 0 else "flat",
         sigma=tr.residual_scale,
         n_eff=n_eff,
-        t_offset_s=float(tr.t_ref - t.mean()),
+        t_offset_s=float(tr.t_ref - mean(t)),
         sxx=_sxx(t) * n_eff / len(t),
     )
 
@@ -222,7 +222,7 @@ def _levelling_off(t: np.ndarray, y: np.ndarray, older: Trend, newer: Trend) -> 
         regime="levelling_off",
         sigma=newer.residual_scale,
         n_eff=n_eff,
-        t_offset_s=float(newer.t_ref - t.mean()),
+        t_offset_s=float(newer.t_ref - mean(t)),
         sxx=_sxx(t) * n_eff / len(t),
     )
 
@@ -246,13 +246,14 @@ def _effective_n(residuals: np.ndarray) -> float:
 
 
 def _sxx(t: np.ndarray) -> float:
-    return float(((t - t.mean()) ** 2).sum())
+    d = t - mean(t)
+    return float(d @ d)
 
 
 def _lag1(x: np.ndarray) -> float:
-    x = x - x.mean()
-    denom = float((x * x).sum())
-    return float((x[:-1] * x[1:]).sum()) / denom if denom > 0 and len(x) > 2 else 0.0
+    x = x - mean(x)
+    denom = float(x @ x)
+    return float(x[:-1] @ x[1:]) / denom if denom > 0 and len(x) > 2 else 0.0
 
 
 def _t_quantile(df: float) -> float:

@@ -232,6 +232,7 @@ class StateModel:
         np.fill_diagonal(self.generator, -self.exit_rates)
         self.failed = np.array([s in FAILED_STATES for s in states], dtype=bool)
         self._survival: dict[str, _Survival | None] = {}
+        self._time_left: dict[float, np.ndarray] = {}  # horizon -> _conditioned's reach table
 
     # Fitted figures ---------------------------------------------------------------------------
 
@@ -324,20 +325,27 @@ class StateModel:
         left (exp(Q dt) applied step by step, averaged over each step's two ends).
         """
         steps = CONDITION_STEPS
-        dt = horizon_s / steps
-        failed = np.flatnonzero(self.failed)
-        step = transition_matrix(self._absorbing_generator(self.failed), dt)
-        reach = np.empty((steps + 1, len(self.states), len(failed)))
-        reach[0] = np.eye(len(self.states))[:, failed]
-        for m in range(1, steps + 1):
-            reach[m] = step @ reach[m - 1]
         u = np.linspace(0.0, horizon_s, steps + 1)
         left = 1.0 - survival.at_many(elapsed_s + u) / survival.at(elapsed_s)
         leave = np.diff(left)  # chance of leaving during each step
-        remaining = 0.5 * (reach[steps - 1 :: -1] + reach[steps:0:-1])  # time left per step
-        after_jump = np.einsum("j,mjf->mf", self.jump_matrix[i], remaining)
+        after_jump = np.einsum("j,mjf->mf", self.jump_matrix[i], self._failing_in(horizon_s))
         result: np.ndarray = leave @ after_jump
         return result
+
+    def _failing_in(self, horizon_s: float) -> np.ndarray:
+        """Return, for each step of the horizon, the chance of failing from each state in the
+        time left after it: the same for every host and dwell, so worked out once."""
+        if horizon_s not in self._time_left:
+            steps = CONDITION_STEPS
+            failed = np.flatnonzero(self.failed)
+            step = transition_matrix(self._absorbing_generator(self.failed), horizon_s / steps)
+            reach = np.empty((steps + 1, len(self.states), len(failed)))
+            reach[0] = np.eye(len(self.states))[:, failed]
+            for m in range(1, steps + 1):
+                reach[m] = step @ reach[m - 1]
+            # averaged over each step's two ends
+            self._time_left[horizon_s] = 0.5 * (reach[steps - 1 :: -1] + reach[steps:0:-1])
+        return self._time_left[horizon_s]
 
     def _km(self, state: str) -> _Survival | None:
         if state not in self._survival:

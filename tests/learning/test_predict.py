@@ -24,7 +24,12 @@ def test_readings_of_the_same_host_series_count_as_their_strongest_not_as_severa
     p = _prediction("kv_cache_exhausted", beliefs, 300.0)
     assert p.probability == pytest.approx(0.45)
     assert p.probability < OPEN_AT  # a noisy-OR would have said 0.77 and opened an alarm
-    assert [e.source for e in p.evidence][0] == "pattern:v1"  # strongest first, all kept
+    # All kept, strongest first.
+    assert [e.source for e in p.evidence] == [
+        "pattern:v1",
+        "forecast:kv_cache_usage_pct",
+        "detector:kv_cache_exhaustion",
+    ]
 
 
 def test_the_fleet_prior_and_anomalies_add_to_the_host_evidence_as_independent_reasons() -> None:
