@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-loop bench-storage bench-history browser clean
+.PHONY: demo test lint bench bench-learning bench-loop bench-storage bench-history browser clean
 
 $(INSTALLED): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11 or newer is needed")'
@@ -45,6 +45,12 @@ bench: $(INSTALLED)
 	$(PY) bench/agent_cost.py --checkpoints 30 --interval-s 1.0
 
 evaluate:: ; @$(MAKE) --no-print-directory $(INSTALLED) && $(PY) evaluate/run
+
+# What the predictions cost: each detector and forecast, the state graph, the whole analysis
+# of one checkpoint as the worker runs it (budget 2 ms CPU), and training on 10,000 windows.
+bench-learning: $(INSTALLED)
+	$(PY) bench/learning_speed.py
+	$(PY) bench/analysis_speed.py
 
 # The self-healing loop: the learner taking over from a scripted operator on the simulated
 # fleet, the safety drills, and the reaction time through the real processes at a 1 s poll.
