@@ -84,9 +84,25 @@ class LocalTrend:
 
     def sigma_at(self, h: float | np.ndarray) -> np.ndarray:
         """Return the standard error of a new observation `h` seconds after t_ref."""
-        lead = self.t_offset_s + self.elapsed(h)
+        return self._sigma_after(self.elapsed(h))
+
+    def _sigma_after(self, g: np.ndarray) -> np.ndarray:
+        lead = self.t_offset_s + g
         var = 1.0 + 1.0 / self.n_eff + lead**2 / self.sxx if self.sxx > 0 else 1.0
         return np.asarray(self.sigma * np.sqrt(var))
+
+    def path(self, h: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Return the values and the ~90 % band's lower and upper edges `h` seconds after t_ref.
+
+        Damping is a judgement, not a measurement: the band also reaches, on the trend's side,
+        as far as the undamped straight line would go.
+        """
+        g = self.elapsed(h)  # once: value, band and spread all need it
+        values = self.level + self.slope * g
+        half_width = _t_quantile(self.n_eff - 2) * self._sigma_after(g)
+        undamped = self.slope * (np.maximum(h, 0.0) - g)
+        lower = values - half_width + np.minimum(undamped, 0.0)
+        return values, lower, values + half_width + np.maximum(undamped, 0.0)
 
     def time_to(self, threshold: float) -> float | None:
         """Return seconds after t_ref until the trend reaches `threshold` from below, 0 when it
@@ -299,8 +315,7 @@ def forecast(
     times = now + horizon_s * np.arange(1, steps + 1) / steps
     lead = times - model.t_ref
     low, high = _bounds(metric)
-    values = model.value(lead)
-    lower, upper = _band(model, lead)
+    values, lower, upper = model.path(lead)
     return Forecast(
         metric=metric,
         times=times.tolist(),
@@ -308,21 +323,6 @@ def forecast(
         lower=np.clip(lower, low, high).tolist(),
         upper=np.clip(upper, low, high).tolist(),
         crossings={name: _crossing(model, v, now, horizon_s) for name, v in limits.items()},
-    )
-
-
-def _band(model: LocalTrend, lead: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Return the lower and upper edges of the ~90 % band `lead` seconds after t_ref.
-
-    Damping is a judgement, not a measurement: the band also reaches, on the trend's side,
-    as far as the undamped straight line would go.
-    """
-    values = model.value(lead)
-    half_width = _t_quantile(model.n_eff - 2) * model.sigma_at(lead)
-    undamped = model.slope * (np.maximum(lead, 0.0) - model.elapsed(lead))
-    return (
-        values - half_width + np.minimum(undamped, 0.0),
-        values + half_width + np.maximum(undamped, 0.0),
     )
 
 

@@ -111,7 +111,10 @@ def trend(t: np.ndarray, y: np.ndarray, t_ref: float | None = None, with_z: bool
         level = float(y[0]) if n else math.nan
         return Trend(0.0, level, ref, 0.0, n, 0.0, 0.0)
     i, j = _pairs(n)
-    return _line(t, y, y[j] - y[i], t[j] - t[i], ref, with_z)
+    dy = y[j] - y[i]
+    slopes, valid = _pair_slopes(dy, t[j] - t[i])
+    signs = float(np.sign(dy).sum()) if with_z else None
+    return _line(t, y, slopes if valid is None else slopes[valid], ref, signs)
 
 
 def halves(t: np.ndarray, y: np.ndarray) -> tuple[Trend, Trend, Trend]:
@@ -123,13 +126,17 @@ def halves(t: np.ndarray, y: np.ndarray) -> tuple[Trend, Trend, Trend]:
     """
     n, half = len(t), len(t) // 2
     i, j = _pairs(n)
-    dy, dt = y[j] - y[i], t[j] - t[i]
+    dy = y[j] - y[i]
+    slopes, valid = _pair_slopes(dy, t[j] - t[i])
     older, newer = _half_masks(n)
+    if valid is not None:
+        whole, older, newer = valid, older & valid, newer & valid
     return (
-        _line(t, y, dy, dt, float(t[-1]), True),
-        _line(t[:half], y[:half], dy[older], dt[older], float(t[half - 1]), False),
-        _line(t[half:], y[half:], dy[newer], dt[newer], float(t[-1]), False),
-    )
+        _line(t, y, slopes if valid is None else slopes[whole], float(t[-1]),
+              float(np.sign(dy).sum())),
+        _line(t[:half], y[:half], slopes[older], float(t[half - 1]), None),
+        _line(t[half:], y[half:], slopes[newer], float(t[-1]), None),
+    )  # fmt: skip
 
 
 @lru_cache(maxsize=64)
@@ -140,21 +147,27 @@ def _half_masks(n: int) -> tuple[np.ndarray, np.ndarray]:
     return j < half, i >= half
 
 
+def _pair_slopes(dy: np.ndarray, dt: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Return every pair's slope, and which pairs count when not all do: two checkpoints can
+    share a timestamp, and such a pair has no slope."""
+    if (dt > 0).all():
+        return dy / dt, None
+    valid = dt > 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return dy / dt, valid
+
+
 def _line(
-    t: np.ndarray, y: np.ndarray, dy: np.ndarray, dt: np.ndarray, ref: float, with_z: bool
+    t: np.ndarray, y: np.ndarray, slopes: np.ndarray, ref: float, signs: float | None
 ) -> Trend:
-    ok = dt > 0
-    slope = median(dy[ok] / dt[ok]) if ok.all() else _slope_of_distinct(dy, dt, ok)
+    """Return the Theil-Sen line through `y` from its pairs' `slopes`, with Mann-Kendall's z
+    from the pairs' sign sum `signs` (0 when None)."""
+    slope = median(slopes) if len(slopes) else 0.0
     moved = y - slope * (t - ref)
     level = median(moved)
-    z = _mann_kendall_z(float(np.sign(dy).sum()), y) if with_z else 0.0
+    z = _mann_kendall_z(signs, y) if signs is not None else 0.0
     scale = residual_sigma(moved - level)
     return Trend(slope, level, ref, z, len(t), float(t[-1] - t[0]), scale)
-
-
-def _slope_of_distinct(dy: np.ndarray, dt: np.ndarray, ok: np.ndarray) -> float:
-    """Theil-Sen over the pairs at distinct times (two checkpoints can share a timestamp)."""
-    return median(dy[ok] / dt[ok]) if ok.any() else 0.0
 
 
 def _mann_kendall_z(s: float, y: np.ndarray) -> float:
