@@ -28,7 +28,7 @@ import numpy as np
 
 from agent.checkpoint import ERROR_CATEGORIES
 from learning.robust import mean
-from learning.window import Window
+from learning.window import SERIES_INDEX, Window
 
 GIB = 1024.0**3
 WINDOW_S = 600.0  # the history one feature vector reads (learning.history.WINDOW_S)
@@ -95,6 +95,10 @@ _USED = tuple(
 )
 _ROW = {name: i for i, name in enumerate(_USED)}
 _SCALES = np.array([SCALE.get(name, 1.0) for name in _USED])
+_COLUMNS = [SERIES_INDEX[name] for name in _USED]  # in a window's matrix of every series
+_NOW_ROWS = [_ROW[s] for s in NOW_SERIES]
+_MEAN_ROWS = [_ROW[s] for s in MEAN_SERIES]
+_SLOPE_ROWS = [_ROW[s] for s in SLOPE_SERIES]
 
 
 def _unit(name: str) -> str:
@@ -130,14 +134,18 @@ def features(w: Window, now: float) -> np.ndarray:
     if first >= len(w):
         return np.full(len(FEATURE_NAMES), math.nan)
     up = max(first, _since_up(w.states))
-    m = np.vstack([w.series[name][up:] for name in _USED]) * _SCALES[:, None]
+    matrix = w.cache.get("matrix")  # every series at once, when the window was built from rows
+    if matrix is not None:
+        m = matrix[up:, _COLUMNS].T * _SCALES[:, None]
+    else:
+        m = np.vstack([w.series[name][up:] for name in _USED]) * _SCALES[:, None]
     t = w.t[up:]
     now_col = m[:, -1]
     parts = [
-        now_col[[_ROW[s] for s in NOW_SERIES]],
-        _nanmean_rows(m[[_ROW[s] for s in MEAN_SERIES], _start(t, now - RECENT_S) :]),
+        now_col[_NOW_ROWS],
+        _nanmean_rows(m[_MEAN_ROWS, _start(t, now - RECENT_S) :]),
     ]
-    slopes = _slopes(m[[_ROW[s] for s in SLOPE_SERIES]], t, now)
+    slopes = _slopes(m[_SLOPE_ROWS], t, now)
     parts.append(slopes.ravel())
     parts.append(_baseline_features(m, t, now))
     parts.append(_limits(now_col, slopes))

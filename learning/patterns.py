@@ -546,11 +546,16 @@ def predict(model: PatternModel, window: Window, now: float) -> list[Prediction]
     x = features(window, now)
     x[~np.isfinite(x)] = math.nan
     raw = model.forest.raw(x)
-    found = []
-    for tm in model.types.values():
-        p = float(tm.probability(raw[tm.classifier_head]))
-        if p >= REPORT_AT:
-            found.append(_prediction(model, tm, x, raw, p))
+    types = list(model.types.values())
+    heads = np.array([tm.classifier_head for tm in types])
+    scales = np.array([tm.scale for tm in types])
+    shifts = np.array([tm.shift for tm in types])
+    probabilities = _sigmoid(scales * raw[heads] + shifts).tolist()  # as tm.probability, at once
+    found = [
+        _prediction(model, tm, x, raw, p)
+        for tm, p in zip(types, probabilities, strict=True)
+        if p >= REPORT_AT
+    ]
     return sorted(found, key=lambda pr: -pr.probability)
 
 
@@ -572,7 +577,7 @@ def _prediction(
 
 
 def _confidence(model: PatternModel, tm: TypeModel, x: np.ndarray) -> float:
-    top = np.argsort(tm.importance)[-COVERAGE_FEATURES:]
+    top = np.argpartition(tm.importance, -COVERAGE_FEATURES)[-COVERAGE_FEATURES:]
     values, low, high = x[top], model.low[top], model.high[top]
     inside = np.isnan(values) | np.isnan(low) | ((values >= low) & (values <= high))
     support = min(1.0, tm.positives / SUPPORT_FULL)
@@ -594,7 +599,8 @@ def _evidence(model: PatternModel, tm: TypeModel, x: np.ndarray, p: float) -> li
     with np.errstate(invalid="ignore"):
         unusual = tm.importance * np.abs(x - model.typical) / model.spread
     unusual = np.nan_to_num(unusual, nan=0.0)
-    for i in np.argsort(unusual)[::-1][:TOP_FEATURES]:
+    top = np.argpartition(unusual, -TOP_FEATURES)[-TOP_FEATURES:]
+    for i in top[np.argsort(unusual[top])[::-1]]:
         if unusual[i] <= 0:
             break
         name = model.feature_names[i]

@@ -158,7 +158,11 @@ def from_rows(rows: Sequence[Row]) -> Window:
     matrix = np.array([r.values for r in rows], dtype=float).reshape(len(rows), len(SERIES))
     series = {name: matrix[:, i] for i, name in enumerate(SERIES)}
     return Window(
-        np.array([r.t for r in rows]), series, [r.state for r in rows], [r.checkpoint for r in rows]
+        np.array([r.t for r in rows]),
+        series,
+        [r.state for r in rows],
+        [r.checkpoint for r in rows],
+        cache={"matrix": matrix},  # rows x SERIES: the pattern model's features read it whole
     )
 
 
