@@ -27,7 +27,7 @@ import numpy as np
 
 from learning.forecast import RUN_STATES, current_run_start, local_trend, newest, recent, series
 from learning.prediction import DEFAULT_HORIZON_S, Evidence
-from learning.robust import Trend, quarter_rises, robust_scale, trend
+from learning.robust import Trend, median, quarter_rises, robust_scale, trend
 from learning.window import Window
 
 CRITICAL_S = DEFAULT_HORIZON_S
@@ -169,7 +169,7 @@ def _leak(t: np.ndarray, y: np.ndarray, min_rise: float) -> _Leak | None:
     if len(y) < MIN_LEAK_POINTS:
         return None
     noise = robust_scale(np.diff(y)) / math.sqrt(2.0)
-    base = float(np.median(y[: max(3, len(y) // 4)]))
+    base = median(y[: max(3, len(y) // 4)])
     at_base = np.flatnonzero(y <= base + max(3.0 * noise, 1e-9 * abs(base)))
     start = int(at_base[-1]) if len(at_base) else 0
     t, y = t[start:], y[start:]
@@ -241,7 +241,11 @@ def _gpu_memory(w: Window, start: int) -> tuple[np.ndarray, np.ndarray, float, i
     # One GPU (the common case): its series is the sum; no need to read every checkpoint again.
     single = len(counts) == 0 or not np.nanmax(counts, initial=0.0) > 1
     per_gpu = not single and len(cps) == len(t)
-    used, total = _per_gpu(cps) if per_gpu else (np.zeros((0, 0)), np.zeros((0, 0)))
+    used, total = np.zeros((0, 0)), np.zeros((0, 0))
+    if per_gpu and "gpu_used" in w.cache:  # read once per checkpoint (learning.window.row)
+        used, total = w.cache["gpu_used"][start:], w.cache["gpu_total"][start:]
+    elif per_gpu:
+        used, total = _per_gpu(cps)
     if used.size == 0:
         return t, series(w, "gpu_mem_used_bytes")[start:], newest(w, "gpu_mem_total_bytes"), 0
     gained = _gain_share(used, total)
@@ -279,7 +283,7 @@ def _nanmedian_columns(x: np.ndarray) -> np.ndarray:
     for j in range(x.shape[1]):
         column = x[:, j][~np.isnan(x[:, j])]
         if len(column):
-            out[j] = np.median(column)
+            out[j] = median(column)
     return out
 
 
@@ -306,7 +310,7 @@ def host_memory_leak(
     t, rss = recent(w, "process_rss_bytes", lookback_s)
     if len(rss) == 0:
         return None
-    leak = _leak(t, rss, min_rise=0.01 * float(np.median(rss)))
+    leak = _leak(t, rss, min_rise=0.01 * median(rss))
     if leak is None:
         return None
     eta = _eta_to(leak.trend, limit_bytes, now)
@@ -597,7 +601,7 @@ def queue_growth(
     # says nothing about whether the server takes work now.
     t, running = recent(w, "requests_running", lookback_s / 2)
     run = trend(t, running)
-    typical = max(float(np.median(running)), 1.0) if len(running) else 1.0
+    typical = max(median(running), 1.0) if len(running) else 1.0
     if len(running) and abs(run.slope * run.span_s) > PLATEAU_SHARE * typical and run.z >= 2:
         return None  # running climbs with the queue: the server is still taking work
     stalled = newest(w, "forward_progress") == 0.0

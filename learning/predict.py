@@ -133,7 +133,9 @@ class HostAnalyzer:
     def _score_anomalies(self, new: Row) -> None:
         for metric in ANOMALY_METRICS:
             value = new.value(metric)
-            detector = self._anomaly.setdefault(metric, make_detector())
+            detector = self._anomaly.get(metric)
+            if detector is None:
+                detector = self._anomaly[metric] = make_detector()
             self._anomaly_scores[metric] = detector.score(new.t, value)
 
     def _anomaly_beliefs(self) -> list[tuple[str, _Belief]]:

@@ -139,17 +139,23 @@ class Row:
     values: tuple[float, ...]  # in SERIES order
     state: str
     checkpoint: dict[str, Any] = field(repr=False, compare=False)
+    # Each GPU's used and total memory (bytes), in the checkpoint's order.
+    gpu_used: tuple[float, ...] = ()
+    gpu_total: tuple[float, ...] = ()
 
     def value(self, name: str) -> float:
         return self.values[SERIES_INDEX[name]]
 
 
 def row(checkpoint: dict[str, Any]) -> Row:
+    gpus = checkpoint.get("gpus") or ()
     return Row(
         t=float(checkpoint.get("collected_at") or 0.0),
         values=tuple(_num(get(checkpoint)) for get in SERIES.values()),
         state=str(checkpoint.get("lifecycle_state") or "unknown"),
         checkpoint=checkpoint,
+        gpu_used=tuple(_num(g.get("memory_used_bytes")) for g in gpus),
+        gpu_total=tuple(_num(g.get("memory_total_bytes")) for g in gpus),
     )
 
 
@@ -162,8 +168,25 @@ def from_rows(rows: Sequence[Row]) -> Window:
         series,
         [r.state for r in rows],
         [r.checkpoint for r in rows],
-        cache={"matrix": matrix},  # rows x SERIES: the pattern model's features read it whole
+        # Read once per checkpoint, kept whole: the pattern model's features read every series
+        # (rows x SERIES), the GPU memory leak detector every GPU (rows x GPUs, NaN-padded).
+        cache={
+            "matrix": matrix,
+            "gpu_used": _padded([r.gpu_used for r in rows]),
+            "gpu_total": _padded([r.gpu_total for r in rows]),
+        },
     )
+
+
+def _padded(rows: list[tuple[float, ...]]) -> np.ndarray:
+    widths = {len(r) for r in rows}
+    if len(widths) == 1:  # the same GPUs all along: the common case
+        return np.array(rows, dtype=float).reshape(len(rows), widths.pop())
+    width = max(widths, default=0)
+    out = np.full((len(rows), width), math.nan)
+    for i, values in enumerate(rows):
+        out[i, : len(values)] = values
+    return out
 
 
 def window(checkpoints: Sequence[dict[str, Any]]) -> Window:
