@@ -232,7 +232,7 @@ def _model_beliefs(model: Any, w: Window, now: float) -> list[tuple[str, _Belief
     from learning import patterns
 
     beliefs = []
-    for p in patterns.predict(model, w, now):
+    for p in patterns.predict(model, w, now, explain=False):
         evidence = p.evidence[0] if p.evidence else Evidence("pattern", "the pattern model")
         beliefs.append(
             (p.failure_type, _Belief(p.probability, p.time_to_failure_s, evidence, p.confidence))

@@ -74,6 +74,10 @@ def test_it_says_when_why_and_how_sure(model: PatternModel, leak: Run) -> None:
     assert sources == {"pattern:v1"}
     assert "test runs, seeds 0-3" in prediction.evidence[0].detail
     assert any("gpu_mem" in e.detail for e in prediction.evidence[1:])
+    # Without the explanation (the analysis keeps only the model's line): the same figures.
+    (bare,) = patterns.predict(model, trailing(whole, end), float(whole.t[end]), explain=False)
+    assert bare.evidence == prediction.evidence[:1]
+    assert (bare.probability, bare.confidence) == (prediction.probability, prediction.confidence)
 
 
 def test_it_needs_a_minute_of_history(model: PatternModel, leak: Run) -> None:
