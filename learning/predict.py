@@ -17,7 +17,8 @@ Each source gives a probability for a failure type. The first three read the sam
 this host (a KV cache climbing is the detector's trend, the forecast's crossing and the
 model's features at once), so together they count as their strongest belief, not as
 independent reasons: a noisy-OR over them turned three lukewarm readings of one load spike
-into an alarm (evaluate/run: 17 false KV alarms in 12 healthy host-hours). That belief, the
+into an alarm (evaluate/run's healthy runs: 36 false alarms per host-day with it; 3.5 counting
+the strongest only, over 48 host-hours). That belief, the
 fleet's prior and the anomalies are then combined with a noisy-OR. The time to failure is
 the soonest among the sources that believe it, and the confidence grows with the number of
 sources that agree.
