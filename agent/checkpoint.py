@@ -104,6 +104,8 @@ TOTAL_KEYS = (
     "prefix_cache_queries",
     "prefix_cache_hits",
     "engine_steps",  # vllm:iteration_tokens_total_count
+    "finished_output_tokens",  # vllm:request_generation_tokens_sum
+    "finished_output_requests",  # vllm:request_generation_tokens_count
     "http_requests_2xx",
     "http_requests_4xx",
     "http_requests_5xx",

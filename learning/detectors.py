@@ -68,6 +68,9 @@ WARM_UP_S = 60.0
 MIN_KV_LOG_SLOPE = 0.004  # per second: the cache's use grows by at least 0.4 % of itself a second
 MIN_LENGTH_GROWTH = 1.3  # the requests' mean length grew by 30 % over the length lookback
 DEMAND_ETA_S = 200.0  # how far ahead of full the growth is trusted
+# The finished requests' own lengths (vLLM's output-length histogram) must have grown this
+# much too, where the checkpoints carry them: they lag, so the line is lower.
+MIN_FINISHED_GROWTH = 1.1
 
 # File descriptors
 FD_HIGH_SHARE = 0.9  # this share of the limit in use is critical, trend or not
@@ -516,6 +519,9 @@ def kv_cache_demand(w: Window, now: float) -> Finding | None:
     growth = _length_growth(w)
     if eta > DEMAND_ETA_S or not growth >= MIN_LENGTH_GROWTH:
         return None
+    # The requests that finished did not get longer: more of them run at once (a spike).
+    if _length_growth(w, finished_only=True) < MIN_FINISHED_GROWTH:
+        return None
     level = min(math.exp(log_level), KV_LIMIT_PCT)
     return Finding(
         what="kv_cache_demand",
@@ -533,37 +539,51 @@ def kv_cache_demand(w: Window, now: float) -> Finding | None:
     )
 
 
-def _length_growth(w: Window) -> float:
+def _length_growth(w: Window, finished_only: bool = False) -> float:
     """Return how many times longer requests got over DEMAND_LENGTH_LOOKBACK_S (NaN when
     it cannot be told), from a log-space line through their mean lengths."""
-    t, lengths = _request_lengths(w)
+    t, lengths = _request_lengths(w, finished_only)
     if len(t) < MIN_LENGTH_POINTS:
         return math.nan
     slope, _ = _line(t - t[-1], np.log(np.maximum(lengths, 1.0)))
     return math.exp(slope * DEMAND_LENGTH_LOOKBACK_S)
 
 
-def _request_lengths(w: Window) -> tuple[np.ndarray, np.ndarray]:
+def _request_lengths(w: Window, finished_only: bool) -> tuple[np.ndarray, np.ndarray]:
     """Return the times and mean tokens generated per request over each LENGTH_STEP_S, in the
     current run's last DEMAND_LENGTH_LOOKBACK_S.
 
-    The tokens generated in a step belong to the requests that finished in it and to those
-    still running. When more are running at its end than at its start, the newcomers are on
-    average half-way through their answers: they count as half a request each, or a load
-    spike (more requests of the usual length) would look like longer requests.
+    By default from the token and request counters: the tokens generated in a step belong to
+    the requests that finished in it and to those still running, so it moves as soon as
+    answers lengthen. When more are running at a step's end than at its start, the
+    newcomers are on average half-way through their answers: they count as half a request
+    each, or a load spike (more requests of the usual length) would look like longer
+    requests. It still does, a little.
+
+    `finished_only`: from vLLM's output-length histogram (sum and count), the exact mean of
+    the requests that finished in each step; it lags (a request finishes after its answer)
+    but no load spike moves it. Empty when the checkpoints do not carry it.
     """
     start = current_run_start(w)
     t = w.t[start:]
-    generated = series(w, "generation_tokens_total")[start:]
-    finished = series(w, "requests_finished_total")[start:]
-    running = series(w, "requests_running")[start:]
     now = np.flatnonzero(t >= t[-1] - DEMAND_LENGTH_LOOKBACK_S)
     then = np.searchsorted(t, t[now] - LENGTH_STEP_S, side="right") - 1
     settled = then >= 0
     settled[settled] = t[then[settled]] >= t[0] + WARM_UP_S
     now, then = now[settled], then[settled]
-    tokens = generated[now] - generated[then]
-    requests = finished[now] - finished[then] + 0.5 * np.maximum(running[now] - running[then], 0)
+    if finished_only:
+        tokens_total = series(w, "finished_output_tokens_total")[start:]
+        counted = series(w, "finished_output_requests_total")[start:]
+        tokens = tokens_total[now] - tokens_total[then]
+        requests = counted[now] - counted[then]
+    else:
+        generated = series(w, "generation_tokens_total")[start:]
+        finished = series(w, "requests_finished_total")[start:]
+        running = series(w, "requests_running")[start:]
+        tokens = generated[now] - generated[then]
+        requests = (
+            finished[now] - finished[then] + 0.5 * np.maximum(running[now] - running[then], 0)
+        )
     with np.errstate(invalid="ignore"):
         ok = (tokens >= 0) & (requests >= MIN_LENGTH_REQUESTS)  # NaN and counter resets fail
     return t[now][ok], tokens[ok] / requests[ok]

@@ -81,6 +81,8 @@ SERIES: dict[str, Getter] = {
     # Raw counters: a rate over any span is their difference (learning.detectors.kv_cache_demand).
     "generation_tokens_total": _total("generation_tokens"),
     "requests_finished_total": _total("requests_finished"),
+    "finished_output_tokens_total": _total("finished_output_tokens"),
+    "finished_output_requests_total": _total("finished_output_requests"),
     "ttft_p99_s": _latency("ttft", "p99_s"),
     "itl_p50_s": _latency("itl", "p50_s"),
     "itl_p99_s": _latency("itl", "p99_s"),

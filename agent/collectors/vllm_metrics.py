@@ -39,6 +39,10 @@ COUNTERS = {
     ),
     "prefix_cache_hits": ("vllm:prefix_cache_hits_total", "vllm:gpu_prefix_cache_hits_total"),
     "engine_steps": ("vllm:iteration_tokens_total_count",),
+    # Output lengths of finished requests: their difference over a span is the mean length of
+    # the requests that finished in it, unlike generation_tokens, which running ones swell.
+    "finished_output_tokens": ("vllm:request_generation_tokens_sum",),
+    "finished_output_requests": ("vllm:request_generation_tokens_count",),
 }
 FINISHED_REASONS = ("stop", "length", "abort", "error", "repetition")
 

@@ -45,6 +45,8 @@ async def test_it_reads_the_real_sample_exactly(fake_vllm, make_agent) -> None:
         "prefix_cache_queries": 48549213,
         "prefix_cache_hits": 19893040,
         "engine_steps": 214377,
+        "finished_output_tokens": 1.1000514e07,
+        "finished_output_requests": 30412,
         "requests_finished": 30412,
         "requests_stop": 28379,
         "requests_length": 1823,

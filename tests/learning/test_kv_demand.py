@@ -25,12 +25,15 @@ def serve(
     duration_s: int,
     arrivals_per_s: Callable[[float], float],
     answer_tokens: Callable[[float], float],
+    *,
+    lengths: bool = False,
 ) -> list[dict[str, Any]]:
     """Return the checkpoints (every 5 s) of a toy server: requests arrive at `arrivals_per_s`
     with answers of `answer_tokens`, each decodes DECODE_TOKENS_PER_S, and holds its prompt
-    and answer so far in the KV cache. Nothing waits: the cache is only watched."""
+    and answer so far in the KV cache. Nothing waits: the cache is only watched. With
+    `lengths`, the totals carry vLLM's output-length histogram (sum and count) too."""
     running: list[list[float]] = []  # [generated, answer length]
-    due, generated_total, finished_total = 0.0, 0.0, 0.0
+    due, generated_total, finished_total, finished_tokens = 0.0, 0.0, 0.0, 0.0
     cps = []
     for second in range(duration_s):
         due += arrivals_per_s(second)
@@ -41,10 +44,15 @@ def serve(
             seq[0] += DECODE_TOKENS_PER_S
         generated_total += DECODE_TOKENS_PER_S * len(running)
         finished_total += sum(1 for g, n in running if g >= n)
+        finished_tokens += sum(g for g, n in running if g >= n)
         running = [seq for seq in running if seq[0] < seq[1]]
         if second % 5 == 4:
             used = sum(PROMPT_TOKENS + g for g, _ in running)
-            cps.append(_checkpoint(second, len(running), used, generated_total, finished_total))
+            cp = _checkpoint(second, len(running), used, generated_total, finished_total)
+            if lengths:
+                cp["vllm"]["totals"]["finished_output_tokens"] = finished_tokens
+                cp["vllm"]["totals"]["finished_output_requests"] = finished_total
+            cps.append(cp)
     return cps
 
 
@@ -95,6 +103,21 @@ def test_it_predicts_a_full_cache_a_minute_ahead_when_requests_get_longer() -> N
     assert f is not None and f.failure_type == "kv_cache_exhausted"
     assert f.figures["request_length_growth"] >= 1.3
     assert f.time_to_exhaustion_s is not None and f.time_to_exhaustion_s <= 300.0
+
+
+def test_the_finished_requests_own_lengths_confirm_or_veto_the_growth() -> None:
+    # With vLLM's output-length histogram in the checkpoints, longer answers still warn early.
+    cps = serve(900, lambda s: 2.0, lengthening, lengths=True)
+    alarm_s = first_alarm_s(cps)
+    assert alarm_s is not None and first_full_s(cps) - alarm_s >= 120.0
+    # The same counters, but the histogram says the finished requests kept their length: the
+    # growth the counters show is more requests running at once, not longer ones.
+    for cp in cps:
+        totals = cp["vllm"]["totals"]
+        totals["finished_output_tokens"] = 300.0 * totals["finished_output_requests"]
+    for i in range(24, len(cps)):
+        w = window(cps[: i + 1])
+        assert kv_cache_demand(w, w.t[-1]) is None
 
 
 def test_it_does_not_call_more_requests_of_the_usual_length_exhaustion() -> None:
