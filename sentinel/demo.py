@@ -35,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     env = _environment(data_dir, args)
     group = ProcessGroup(log_dir=data_dir / "logs")
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    # Python leaves Ctrl-C ignored when the demo was started with SIGINT ignored (a shell's
+    # background job, nohup, some test runners): Ctrl-C must still stop everything.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         password = _prepare_database(env, args.user)
         _start_fleet(group, env, data_dir, args)

@@ -35,6 +35,9 @@ def test_it_runs_the_demo_and_leaves_no_orphans_on_ctrl_c(transactional_db, tmp_
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        # Started with SIGINT ignored, as a shell's background job or nohup starts it (and as
+        # a test process may be after other tests): Python then leaves Ctrl-C ignored too.
+        preexec_fn=_ignore_sigint,
     )
     try:
         banner = _read_until(demo, "Ctrl-C stops everything", timeout_s=60)
@@ -56,6 +59,10 @@ def test_it_runs_the_demo_and_leaves_no_orphans_on_ctrl_c(transactional_db, tmp_
         demo.stdout.close()  # type: ignore[union-attr]
     time.sleep(0.5)
     assert [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE] == []
+
+
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _read_until(process: subprocess.Popen[str], marker: str, timeout_s: float) -> str:
