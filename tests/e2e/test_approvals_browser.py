@@ -47,9 +47,12 @@ def _log_in(browser: Any, url: str, user: str, password: str) -> None:
 def test_a_decision_leaves_every_open_queue_at_once(
     control_plane: ControlPlane, alice, bob
 ) -> None:  # type: ignore[no-untyped-def]
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
+    # A live update may swap the card between finding an element and using it: find it again.
+    stale = (StaleElementReferenceException,)
     operators = Group.objects.get_or_create(name="operator")[0]
     alice.groups.add(operators)
     bob.groups.add(operators)
@@ -66,9 +69,15 @@ def test_a_decision_leaves_every_open_queue_at_once(
         card = f"proposal-{p.pk}"
         for b in (first, second):  # it appears in both, live
             WebDriverWait(b, 15).until(lambda b: b.find_elements(By.ID, card))
-        assert "lower_max_num_seqs" in second.find_element(By.ID, card).text
+        WebDriverWait(second, 15, ignored_exceptions=stale).until(
+            lambda b: "lower_max_num_seqs" in b.find_element(By.ID, card).text
+        )
 
-        first.find_element(By.CSS_SELECTOR, f"#{card} button.approve").click()
+        def approve(b):  # type: ignore[no-untyped-def]
+            b.find_element(By.CSS_SELECTOR, f"#{card} button.approve").click()
+            return True
+
+        WebDriverWait(first, 15, ignored_exceptions=stale).until(approve)
 
         WebDriverWait(second, 15).until(
             lambda b: not b.find_elements(By.CSS_SELECTOR, f"article#{card}")
