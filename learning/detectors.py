@@ -28,7 +28,7 @@ import numpy as np
 from learning.forecast import RUN_STATES, current_run_start, local_trend, newest, recent, series
 from learning.prediction import DEFAULT_HORIZON_S, Evidence
 from learning.robust import Trend, median, quarter_rises, robust_scale, trend
-from learning.window import Window
+from learning.window import Window, gpu_memory, padded
 
 CRITICAL_S = DEFAULT_HORIZON_S
 WARNING_S = 1800.0
@@ -258,14 +258,8 @@ def _gpu_memory(w: Window, start: int) -> tuple[np.ndarray, np.ndarray, float, i
 
 
 def _per_gpu(cps: Sequence[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
-    width = max((len(cp.get("gpus") or []) for cp in cps), default=0)
-    used = np.full((len(cps), width), math.nan)
-    total = np.full((len(cps), width), math.nan)
-    for i, cp in enumerate(cps):
-        for j, gpu in enumerate(cp.get("gpus") or []):
-            used[i, j] = _float(gpu.get("memory_used_bytes"))
-            total[i, j] = _float(gpu.get("memory_total_bytes"))
-    return used, total
+    memory = [gpu_memory(cp) for cp in cps]
+    return padded([used for used, _ in memory]), padded([total for _, total in memory])
 
 
 def _gain_share(used: np.ndarray, total: np.ndarray) -> np.ndarray:
@@ -822,8 +816,3 @@ def _eta_words(eta_s: float | None, limit: str) -> str:
     if eta_s < 7200:
         return f"{limit} in ~{eta_s / 60:.0f} min"
     return f"{limit} in ~{eta_s / 3600:.1f} h"
-
-
-def _float(value: Any) -> float:
-    number = isinstance(value, int | float) and not isinstance(value, bool)
-    return float(value) if number else math.nan

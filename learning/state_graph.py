@@ -232,7 +232,7 @@ class StateModel:
         np.fill_diagonal(self.generator, -self.exit_rates)
         self.failed = np.array([s in FAILED_STATES for s in states], dtype=bool)
         self._survival: dict[str, _Survival | None] = {}
-        self._time_left: dict[float, np.ndarray] = {}  # horizon -> _conditioned's reach table
+        self._failing: dict[float, np.ndarray] = {}  # horizon -> _failing_in's table
 
     # Fitted figures ---------------------------------------------------------------------------
 
@@ -335,7 +335,7 @@ class StateModel:
     def _failing_in(self, horizon_s: float) -> np.ndarray:
         """Return, for each step of the horizon, the chance of failing from each state in the
         time left after it: the same for every host and dwell, so worked out once."""
-        if horizon_s not in self._time_left:
+        if horizon_s not in self._failing:
             steps = CONDITION_STEPS
             failed = np.flatnonzero(self.failed)
             step = transition_matrix(self._absorbing_generator(self.failed), horizon_s / steps)
@@ -344,8 +344,8 @@ class StateModel:
             for m in range(1, steps + 1):
                 reach[m] = step @ reach[m - 1]
             # averaged over each step's two ends
-            self._time_left[horizon_s] = 0.5 * (reach[steps - 1 :: -1] + reach[steps:0:-1])
-        return self._time_left[horizon_s]
+            self._failing[horizon_s] = 0.5 * (reach[steps - 1 :: -1] + reach[steps:0:-1])
+        return self._failing[horizon_s]
 
     def _km(self, state: str) -> _Survival | None:
         if state not in self._survival:

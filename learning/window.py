@@ -107,7 +107,9 @@ class Window:
     series: dict[str, np.ndarray]  # name -> values (NaN where missing)
     states: list[str]  # lifecycle_state of each checkpoint
     checkpoints: Sequence[dict[str, Any]] = field(repr=False, default=())
-    # Figures every detector asks for (where the current run starts), worked out once.
+    # What several readers of one window need, worked out once: the run's start, local trends,
+    # queue pressure (learning.forecast, learning.detectors), and from from_rows() the whole
+    # matrix of series and the per-GPU memory.
     cache: dict[Any, Any] = field(repr=False, compare=False, default_factory=dict)
 
     def __len__(self) -> int:
@@ -150,14 +152,23 @@ class Row:
 
 
 def row(checkpoint: dict[str, Any]) -> Row:
-    gpus = checkpoint.get("gpus") or ()
+    used, total = gpu_memory(checkpoint)
     return Row(
         t=float(checkpoint.get("collected_at") or 0.0),
         values=tuple(_num(get(checkpoint)) for get in SERIES.values()),
         state=str(checkpoint.get("lifecycle_state") or "unknown"),
         checkpoint=checkpoint,
-        gpu_used=tuple(_num(g.get("memory_used_bytes")) for g in gpus),
-        gpu_total=tuple(_num(g.get("memory_total_bytes")) for g in gpus),
+        gpu_used=used,
+        gpu_total=total,
+    )
+
+
+def gpu_memory(checkpoint: dict[str, Any]) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Return each GPU's used and total memory (bytes) in `checkpoint`, NaN where missing."""
+    gpus = checkpoint.get("gpus") or ()
+    return (
+        tuple(_num(g.get("memory_used_bytes")) for g in gpus),
+        tuple(_num(g.get("memory_total_bytes")) for g in gpus),
     )
 
 
@@ -174,13 +185,14 @@ def from_rows(rows: Sequence[Row]) -> Window:
         # (rows x SERIES), the GPU memory leak detector every GPU (rows x GPUs, NaN-padded).
         cache={
             "matrix": matrix,
-            "gpu_used": _padded([r.gpu_used for r in rows]),
-            "gpu_total": _padded([r.gpu_total for r in rows]),
+            "gpu_used": padded([r.gpu_used for r in rows]),
+            "gpu_total": padded([r.gpu_total for r in rows]),
         },
     )
 
 
-def _padded(rows: list[tuple[float, ...]]) -> np.ndarray:
+def padded(rows: Sequence[tuple[float, ...]]) -> np.ndarray:
+    """Return `rows` of possibly different lengths as one matrix, NaN-padded on the right."""
     widths = {len(r) for r in rows}
     if len(widths) == 1:  # the same GPUs all along: the common case
         return np.array(rows, dtype=float).reshape(len(rows), widths.pop())
