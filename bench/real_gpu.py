@@ -33,6 +33,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -364,7 +365,9 @@ def check_load(collector: GpuCollector) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--json-out", type=Path, help="write what was seen here as JSON")
-    parser.add_argument("--agent-log", type=Path, default=Path("real-gpu-agent.log"))
+    parser.add_argument(
+        "--agent-log", type=Path, default=Path(tempfile.gettempdir()) / "real-gpu-agent.log"
+    )
     parser.add_argument("--simulated", action="store_true", help="the simulator's NVML")
     args = parser.parse_args()
     if args.simulated:

@@ -17,7 +17,6 @@ checkpoints; bench/learning_speed.py measures them).
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -420,9 +419,7 @@ def _sustained_rise(w: Window, metric: str, span_s: float, step: float = 2.0) ->
     t, values = recent(w, metric, span_s)
     if len(t) < 8 or t[-1] - t[0] < 0.75 * span_s:
         return False
-    medians = [float(np.nanmedian(q)) if np.isfinite(q).any() else math.nan
-               for q in np.array_split(values, 4)]  # fmt: skip
-    return all(later - earlier >= step for earlier, later in itertools.pairwise(medians))
+    return bool((quarter_rises(values) >= step).all())
 
 
 def kv_cache_exhaustion(w: Window, now: float, lookback_s: float = KV_LOOKBACK_S) -> Finding | None:

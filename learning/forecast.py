@@ -169,6 +169,11 @@ def fit_local_trend(t: np.ndarray, y: np.ndarray) -> LocalTrend | None:
     fewer than MIN_POINTS points."""
     if len(t) < MIN_POINTS:
         return None
+    if (y == y[0]).all():
+        # A series that did not move (GPU memory between loads, an empty queue): its line is
+        # flat through its value, exactly what the pairs would give, without 1,770 of them.
+        flat = Trend(0.0, float(y[0]), float(t[-1]), 0.0, len(t), float(t[-1] - t[0]), 0.0)
+        return _linear(t, y, flat, "steady")
     whole, older, newer = halves(t, y)
     half = len(t) // 2
     regime = _regime(older, newer, t, half)

@@ -128,16 +128,29 @@ class Forest:
 
     def raw(self, x: np.ndarray) -> np.ndarray:
         """Return each head's raw score for one feature vector (log-odds or seconds)."""
+        walk = self.__dict__.get("_walk")
+        if walk is None or walk[0] != len(x):
+            walk = self.__dict__["_walk"] = self._walk(len(x))
+        _, feature, threshold, children = walk
+        # A missing value compares False (goes right); where it should go left, it is -inf.
+        values = np.concatenate((x, np.where(np.isnan(x), -np.inf, x)))
         node = self.roots
         for _ in range(self.depth):
-            values = x[self.feature[node]]
-            go_left = np.where(
-                np.isnan(values), self.missing_left[node], values <= self.threshold[node]
-            )
-            step = np.where(go_left, self.left[node], self.right[node])
-            node = np.where(self.leaf[node], node, step)
+            node = children[2 * node + (values[feature[node]] <= threshold[node])]
         leaves = self.value[node]
         return self.baseline + np.bincount(self.head, weights=leaves, minlength=len(self.baseline))
+
+    def _walk(self, n_features: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+        """Return the tables `raw` walks: each node's column in [x, x with NaN as -inf], its
+        threshold, and its children as [right, left] pairs (a leaf's are itself)."""
+        feature = self.feature + n_features * self.missing_left
+        index = np.arange(len(self.feature))
+        right = np.where(self.leaf, index, self.right)
+        left = np.where(self.leaf, index, self.left)
+        return n_features, feature, self.threshold, np.column_stack((right, left)).ravel()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_walk"}  # derived, not saved
 
 
 @dataclass

@@ -27,7 +27,6 @@ sources that agree.
 from __future__ import annotations
 
 import math
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,7 +40,7 @@ from learning.prediction import (
     Forecast,
     Prediction,
 )
-from learning.window import Row, Window, from_rows, row
+from learning.window import Row, Rows, Window, row
 
 WINDOW_S = 600.0  # the checkpoints a host's analysis looks back on
 # Polled faster than this, a host's window keeps only the newest checkpoint of each slot:
@@ -105,7 +104,7 @@ class HostAnalyzer:
 
     horizon_s: float = DEFAULT_HORIZON_S
     window_s: float = WINDOW_S
-    _rows: deque[Row] = field(default_factory=deque)
+    _rows: Rows = field(default_factory=Rows)
     _anomaly: dict[str, Any] = field(default_factory=dict)
     _anomaly_scores: dict[str, float] = field(default_factory=dict)
 
@@ -125,7 +124,7 @@ class HostAnalyzer:
         """Return the predictions and forecasts for the host as of `now`."""
         if not self._rows:
             return Analysis([], [])
-        w = from_rows(list(self._rows))
+        w = self._rows.window()
         forecasts = [forecast.forecast(w, m, now, self.horizon_s) for m in FORECAST_METRICS]
         beliefs = _beliefs(w, now, self.horizon_s, forecasts, model, graph)
         beliefs.extend(self._anomaly_beliefs())

@@ -7,6 +7,7 @@ source (the live table, an export, the simulator). A missing figure is NaN, neve
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -172,12 +173,16 @@ def gpu_memory(checkpoint: dict[str, Any]) -> tuple[tuple[float, ...], tuple[flo
     )
 
 
-def from_rows(rows: Sequence[Row]) -> Window:
-    """Return the window of `rows`, which must be oldest first."""
-    matrix = np.array([r.values for r in rows], dtype=float).reshape(len(rows), len(SERIES))
+def from_rows(
+    rows: Sequence[Row], matrix: np.ndarray | None = None, t: np.ndarray | None = None
+) -> Window:
+    """Return the window of `rows`, which must be oldest first. `matrix` (rows x SERIES) and
+    `t`, when given, are their figures already read (learning.window.Rows keeps them)."""
+    if matrix is None:
+        matrix = np.array([r.values for r in rows], dtype=float).reshape(len(rows), len(SERIES))
     series = {name: matrix[:, i] for i, name in enumerate(SERIES)}
     return Window(
-        np.array([r.t for r in rows]),
+        np.array([r.t for r in rows]) if t is None else t,
         series,
         [r.state for r in rows],
         [r.checkpoint for r in rows],
@@ -189,6 +194,47 @@ def from_rows(rows: Sequence[Row]) -> Window:
             "gpu_total": padded([r.gpu_total for r in rows]),
         },
     )
+
+
+class Rows:
+    """A host's recent rows, oldest first, with their times and figures also kept as one
+    matrix: a window of them then costs one copy, not a conversion of every row."""
+
+    def __init__(self) -> None:
+        self._rows: deque[Row] = deque()
+        self._matrix = np.empty((64, 1 + len(SERIES)))  # column 0: the time
+        self._first = 0  # the matrix row of the oldest row
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __getitem__(self, index: int) -> Row:
+        return self._rows[index]
+
+    def append(self, new: Row) -> None:
+        end = self._first + len(self._rows)
+        if end == len(self._matrix):
+            # A new matrix, not a shift in place: a window taken earlier keeps its figures.
+            kept = self._matrix[self._first : end]
+            self._matrix = np.empty((len(kept) + 64, kept.shape[1]))
+            self._matrix[: len(kept)] = kept
+            self._first, end = 0, len(kept)
+        self._matrix[end, 0] = new.t
+        self._matrix[end, 1:] = new.values
+        self._rows.append(new)
+
+    def pop(self) -> Row:
+        """Remove and return the newest row."""
+        return self._rows.pop()
+
+    def popleft(self) -> Row:
+        """Remove and return the oldest row."""
+        self._first += 1
+        return self._rows.popleft()
+
+    def window(self) -> Window:
+        block = self._matrix[self._first : self._first + len(self._rows)].copy()
+        return from_rows(list(self._rows), block[:, 1:], block[:, 0])
 
 
 def padded(rows: Sequence[tuple[float, ...]]) -> np.ndarray:

@@ -162,3 +162,12 @@ def test_it_alarms_on_the_newest_value_at_a_fixed_threshold() -> None:
     assert threshold_alarm(w, "kv_cache_usage_pct", 90.0)
     assert not threshold_alarm(w, "kv_cache_usage_pct", 96.0)
     assert not threshold_alarm(series_window(np.array([np.nan]), "x"), "x", 0.0)
+
+
+def test_a_series_that_does_not_move_forecasts_itself_with_no_band() -> None:
+    w = series_window(np.full(60, 41.5), "kv_cache_usage_pct")
+    f = forecast(w, "kv_cache_usage_pct", float(w.t[-1]), thresholds={"high": 90.0})
+    assert f.values == f.lower == f.upper == [41.5] * 10
+    assert f.crossings == {"high": None}
+    model = fit_local_trend(w.t, w["kv_cache_usage_pct"])
+    assert model is not None and model.regime == "flat" and model.slope == 0.0

@@ -2,8 +2,10 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from agent.checkpoint import to_dict
-from learning.window import window
+from learning.window import Row, Rows, from_rows, row, window
 from tests.factories import GIB, make_checkpoint
 
 
@@ -31,3 +33,28 @@ def test_it_turns_garbage_into_missing_values() -> None:
     cp["gpus"] = [{"temperature_c": float("inf")}]
     w = window([cp])
     assert math.isnan(w["kv_cache_usage_pct"][0]) and math.isnan(w["gpu_temp_c"][0])
+
+
+def test_a_hosts_rows_give_the_same_window_as_reading_them_afresh() -> None:
+    # The analysis keeps a host's rows with their figures in one matrix (learning.window.Rows),
+    # dropping the oldest, replacing the newest, and moving to a new matrix as it fills up.
+    rows = Rows()
+    kept: list[Row] = []
+    taken = None
+    for i in range(300):
+        new = row(to_dict(make_checkpoint(collected_at=100.0 + 5 * i, kv_cache_usage_pct=i % 97)))
+        if i % 7 == 3:
+            rows.pop(), kept.pop()
+        rows.append(new), kept.append(new)
+        if len(rows) > 90:
+            rows.popleft(), kept.pop(0)
+        if i == 150:
+            taken = rows.window()
+            taken_kv = taken["kv_cache_usage_pct"].copy()
+    assert taken is not None
+    got, fresh = rows.window(), from_rows(kept)
+    assert np.array_equal(got.t, fresh.t)
+    assert np.array_equal(got.cache["matrix"], fresh.cache["matrix"], equal_nan=True)
+    assert got.states == fresh.states and list(got.checkpoints) == list(fresh.checkpoints)
+    # A window taken earlier keeps its figures while more rows arrive.
+    assert np.array_equal(taken["kv_cache_usage_pct"], taken_kv)
