@@ -1,0 +1,77 @@
+"""evaluate/run's scoring on hand-made runs: which alarms count, from when, and when they close."""
+
+from __future__ import annotations
+
+import importlib.machinery
+import importlib.util
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import ModuleType, SimpleNamespace
+from typing import Any
+
+import pytest
+
+from agent.checkpoint import to_dict
+from learning.history import FailureEvent
+from tests.factories import make_checkpoint
+
+T0 = 1_780_000_000.0
+KV = "kv_cache_exhausted"
+
+
+@pytest.fixture(scope="module")
+def evaluation() -> Iterator[ModuleType]:
+    path = Path(__file__).resolve().parents[2] / "evaluate" / "run"
+    loader = importlib.machinery.SourceFileLoader("evaluate_run", str(path))
+    spec = importlib.util.spec_from_loader("evaluate_run", loader)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["evaluate_run"] = module  # its dataclasses look their module up
+    loader.exec_module(module)
+    yield module
+    del sys.modules["evaluate_run"]
+
+
+def run_of(storms: list[tuple[float, float]], duration_s: float = 900.0) -> Any:
+    """A serving host checkpointed every 5 s, with KV-cache storms at (start, end) seconds."""
+    return SimpleNamespace(
+        scenario="kv_cache_exhaustion",
+        seed=1,
+        checkpoints=[
+            to_dict(make_checkpoint(collected_at=T0 + s)) for s in range(0, int(duration_s), 5)
+        ],
+        truth=[FailureEvent(KV, T0 + a, T0 + b, "metric:preemptions") for a, b in storms],
+    )
+
+
+def predicting(probability: Callable[[float], float]) -> Any:
+    """A predictor whose KV probability is `probability(seconds since T0)`."""
+    return lambda: lambda cp, w, now: {KV: probability(now - T0)}
+
+
+def test_an_alarm_left_over_from_a_storm_closes_with_it_and_is_not_a_false_alarm(
+    evaluation: ModuleType,
+) -> None:
+    # Opened during the storm (100-200 s), quiet once it is over: the product closes it
+    # 60 s after it opened, and it predicted nothing.
+    host = evaluation.replay(
+        run_of([(100, 200)]), predicting(lambda s: 0.9 if 150 <= s < 200 else 0.1), 300.0
+    )
+    (alarm,) = host.alarms
+    assert not alarm.counted
+    assert alarm.closed_at == T0 + 210  # 60 s after it really opened, not after the storm
+    assert evaluation.score([host], KV, 300.0).false == 0
+
+
+def test_a_left_over_alarm_that_predicts_afresh_counts_from_then(evaluation: ModuleType) -> None:
+    # Still open after the first storm, lukewarm, then sure again at 400 s: a prediction of
+    # the storm at 500 s made at 400 s (100 s ahead), not at the first storm's end.
+    def probability(s: float) -> float:
+        return 0.9 if 150 <= s < 200 or 400 <= s < 500 else 0.4
+
+    host = evaluation.replay(run_of([(100, 200), (500, 600)]), predicting(probability), 300.0)
+    first = host.alarms[0]
+    assert first.counted and first.opened_at == T0 + 400 and first.matched == T0 + 500
+    figures = evaluation.score([host], KV, 300.0).figures()
+    assert figures["caught"] == 1 and figures["lead_p50_s"] == 100.0
