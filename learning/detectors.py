@@ -60,6 +60,10 @@ DEMAND_LENGTH_LOOKBACK_S = 120.0  # the requests' length growth
 LENGTH_STEP_S = 30.0  # each length figure is the counters' difference over this span
 MIN_LENGTH_REQUESTS = 5.0  # fewer requests in a step and its mean length is noise
 MIN_LENGTH_POINTS = 8
+# The growth is read over most of its lookback, never extrapolated from its first seconds: a
+# server's first minutes look like requests getting longer (the long ones have not finished
+# yet), and 35 s of such points stretched to 120 s opened 5 false alarms in 24 server starts.
+MIN_LENGTH_SPAN_S = 90.0
 MIN_DEMAND_KV_POINTS = 6
 # A fresh server's first requests to finish are its shortest ones: its first minute looks like
 # requests getting longer.
@@ -534,7 +538,7 @@ def _length_growth(w: Window, finished_only: bool = False) -> float:
     """Return how many times longer requests got over DEMAND_LENGTH_LOOKBACK_S (NaN when
     it cannot be told), from a log-space line through their mean lengths."""
     t, lengths = _request_lengths(w, finished_only)
-    if len(t) < MIN_LENGTH_POINTS:
+    if len(t) < MIN_LENGTH_POINTS or t[-1] - t[0] < MIN_LENGTH_SPAN_S:
         return math.nan
     slope, _ = _line(t - t[-1], np.log(np.maximum(lengths, 1.0)))
     return math.exp(slope * DEMAND_LENGTH_LOOKBACK_S)

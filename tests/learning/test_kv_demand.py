@@ -139,6 +139,18 @@ def test_it_ignores_a_fresh_server_whose_first_requests_are_its_shortest() -> No
         assert kv_cache_demand(w, w.t[-1]) is None
 
 
+def test_it_ignores_a_fresh_server_whose_long_requests_have_not_finished_yet() -> None:
+    # One answer in ten takes two minutes: for its first minutes the server finishes only the
+    # short ones, and requests seem to get longer while the cache fills to its usual level.
+    for lengths in (False, True):
+        cps = serve(420, lambda s: 2.0, lambda s: 3000.0 if s % 10 == 0 else 200.0,
+                    lengths=lengths)  # fmt: skip
+        assert max(cp["vllm"]["kv_cache_usage_pct"] for cp in cps) < 100.0
+        for i in range(6, len(cps)):
+            w = window(cps[: i + 1])
+            assert kv_cache_demand(w, w.t[-1]) is None
+
+
 def queued(n: int, spike_from: int, seed: int = 0) -> Window:
     """A host under a load swing whose queue backs up from `spike_from`: its TTFT (queue time
     included) soars with the queue, its ITL follows the running count as before."""
