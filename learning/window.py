@@ -125,6 +125,16 @@ class Window:
         present = values[~np.isnan(values)]
         return float(present[-1]) if len(present) else math.nan
 
+    def upto(self, i: int) -> Window:
+        """Return the window as it was at its checkpoint `i` (that one included)."""
+        end = i + 1 if i >= 0 else len(self) + i + 1
+        return Window(
+            self.t[:end],
+            {k: v[:end] for k, v in self.series.items()},
+            self.states[:end],
+            self.checkpoints[:end],
+        )
+
     def since(self, t0: float) -> Window:
         """Return the part of the window at or after epoch `t0`."""
         keep = self.t >= t0

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from agent.checkpoint import to_dict
-from learning.detectors import kv_cache_demand, performance_degradation
+from learning.detectors import _demand, kv_cache_demand, performance_degradation
 from learning.hysteresis import OPEN_AT
 from learning.predict import HostAnalyzer
 from learning.window import Window, window
@@ -179,3 +179,15 @@ def test_it_does_not_call_queueing_under_load_degradation() -> None:
     for seed in range(5):
         w = queued(120, spike_from=108, seed=seed)
         assert performance_degradation(w, w.t[-1]) is None
+
+
+def test_it_speaks_once_the_growth_has_held_for_15_seconds() -> None:
+    cps = serve(900, lambda s: 2.0, lengthening, lengths=True)
+    held = []
+    for i in range(6, len(cps)):
+        w = window(cps[: i + 1])
+        held.append(_demand(w, w.t[-1]) is not None)
+        if kv_cache_demand(w, w.t[-1]) is not None:
+            break
+    # The growth first crossed its lines three checkpoints (15 s) earlier, and held since.
+    assert held[-4:] == [True] * 4 and not held[-5]
