@@ -4,13 +4,13 @@
    every counter and histogram advanced on each scrape, so the agent does the full work of
    rates and percentiles.
 2. Start the real `sentinel-agent` in another child process, watching that stand-in (and its
-   process), with GPU collection off (no GPU here).
+   process), with GPU collection off by default (`--gpu-backend nvml` on a GPU host).
 3. Poll the agent's /v1/checkpoint N times and read the agent's CPU time and RSS from /proc.
 
 The budget is < 1 % of one core at one checkpoint per second (10 ms of CPU per checkpoint)
 and < 60 MB resident.
 
-    .venv/bin/python bench/agent_cost.py [--checkpoints 200] [--interval-s 0.1]
+    .venv/bin/python bench/agent_cost.py [--checkpoints 200] [--interval-s 0.1] [--gpu-backend nvml]
 """
 
 from __future__ import annotations
@@ -96,14 +96,14 @@ async def poll(port: int, count: int, interval_s: float) -> float:
     return float(sum(durations) / len(durations))
 
 
-async def run(count: int, interval_s: float) -> None:
+async def run(count: int, interval_s: float, gpu_backend: str) -> None:
     vllm_port, agent_port = free_port(), free_port()
     stand_in = await asyncio.create_subprocess_exec(
         sys.executable, "-c", STAND_IN, str(SAMPLE), str(vllm_port)
     )
     env = {**os.environ, "SENTINEL_AGENT_TOKEN": TOKEN}
     args = ["--vllm-url", f"http://127.0.0.1:{vllm_port}", "--vllm-pid", str(stand_in.pid)]
-    args += ["--listen-port", str(agent_port), "--gpu-backend", "none", "--host-name", "bench"]
+    args += ["--listen-port", str(agent_port), "--gpu-backend", gpu_backend, "--host-name", "bench"]
     agent = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
@@ -144,8 +144,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoints", type=int, default=200)
     parser.add_argument("--interval-s", type=float, default=0.1)
+    parser.add_argument(
+        "--gpu-backend", default="none", help="nvml on a GPU host: the agent reads the GPUs too"
+    )
     args = parser.parse_args()
-    asyncio.run(run(args.checkpoints, args.interval_s))
+    print(f"GPU backend:               {args.gpu_backend}")
+    asyncio.run(run(args.checkpoints, args.interval_s, args.gpu_backend))
 
 
 if __name__ == "__main__":
