@@ -96,7 +96,7 @@ async def poll(port: int, count: int, interval_s: float) -> float:
     return float(sum(durations) / len(durations))
 
 
-async def run(count: int, interval_s: float, gpu_backend: str) -> None:
+async def run(count: int, interval_s: float, gpu_backend: str, breakdown: bool) -> None:
     vllm_port, agent_port = free_port(), free_port()
     stand_in = await asyncio.create_subprocess_exec(
         sys.executable, "-c", STAND_IN, str(SAMPLE), str(vllm_port)
@@ -120,6 +120,8 @@ async def run(count: int, interval_s: float, gpu_backend: str) -> None:
         mean_collect_s = await poll(agent_port, count, interval_s)
         after = proc.cpu_times()
         report(count, before, after, proc.memory_info().rss, mean_collect_s)
+        if breakdown:
+            print_breakdown(proc)
     finally:
         for child in (agent, stand_in):
             child.terminate()
@@ -140,6 +142,14 @@ def report(count: int, before: Any, after: Any, rss: int, mean_collect_s: float)
     print(f"/metrics body:             {sample_lines} lines ({SAMPLE.name}, counters advancing)")
 
 
+def print_breakdown(proc: psutil.Process) -> None:
+    """Print where the agent's resident memory is: its threads and its largest mappings."""
+    print(f"agent threads:             {proc.num_threads()}")
+    maps = sorted(proc.memory_maps(grouped=True), key=lambda m: m.rss, reverse=True)
+    for m in maps[:8]:
+        print(f"  {m.rss / 2**20:6.1f} MiB  {m.path or '[anon]'}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoints", type=int, default=200)
@@ -147,9 +157,10 @@ def main() -> None:
     parser.add_argument(
         "--gpu-backend", default="none", help="nvml on a GPU host: the agent reads the GPUs too"
     )
+    parser.add_argument("--breakdown", action="store_true", help="threads and largest mappings")
     args = parser.parse_args()
     print(f"GPU backend:               {args.gpu_backend}")
-    asyncio.run(run(args.checkpoints, args.interval_s, args.gpu_backend))
+    asyncio.run(run(args.checkpoints, args.interval_s, args.gpu_backend, args.breakdown))
 
 
 if __name__ == "__main__":
