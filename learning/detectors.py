@@ -71,6 +71,10 @@ WARM_UP_S = 60.0
 MIN_KV_LOG_SLOPE = 0.004  # per second: the cache's use grows by at least 0.4 % of itself a second
 MIN_LENGTH_GROWTH = 1.3  # the requests' mean length grew by 30 % over the length lookback
 DEMAND_ETA_S = 200.0  # how far ahead of full the growth is trusted
+# Below this the growth would have to compound more than threefold to fill the cache, and a
+# healthy host's cache swings that much in minutes (both false alarms left in 96 healthy
+# host-hours started at 20-22 %); the demand ramps lost 2-3 s of lead to it.
+DEMAND_MIN_KV_PCT = 30.0
 # The growth must have held at every checkpoint this long: one fit that crosses the lines is
 # noise as often as not (a load spike, the ordinary spread of answer lengths). Over 48 healthy
 # host-hours this took the false alarms from 4 to 1, and cost the demand ramps 12 s of lead.
@@ -530,13 +534,15 @@ def _demand(w: Window, now: float) -> Finding | None:
     if not log_slope >= MIN_KV_LOG_SLOPE:
         return None
     eta = max((math.log(KV_LIMIT_PCT) - log_level) / log_slope, 0.0)
+    level = min(math.exp(log_level), KV_LIMIT_PCT)
+    if eta > DEMAND_ETA_S or level < DEMAND_MIN_KV_PCT:
+        return None
     growth = _length_growth(w)
-    if eta > DEMAND_ETA_S or not growth >= MIN_LENGTH_GROWTH:
+    if not growth >= MIN_LENGTH_GROWTH:
         return None
     # The requests that finished did not get longer: more of them run at once (a spike).
     if _length_growth(w, finished_only=True) < MIN_FINISHED_GROWTH:
         return None
-    level = min(math.exp(log_level), KV_LIMIT_PCT)
     return Finding(
         what="kv_cache_demand",
         failure_type="kv_cache_exhausted",

@@ -191,3 +191,16 @@ def test_it_speaks_once_the_growth_has_held_for_15_seconds() -> None:
             break
     # The growth first crossed its lines three checkpoints (15 s) earlier, and held since.
     assert held[-4:] == [True] * 4 and not held[-5]
+
+
+def test_it_waits_for_the_cache_to_be_30_percent_full() -> None:
+    # Fewer, longer requests: the growth is clear while the cache is still under 30 %, where a
+    # healthy host's cache swings as much. It speaks from 30 %, still minutes ahead.
+    cps = serve(1200, lambda s: 0.7, lengthening, lengths=True)
+    for i in range(6, len(cps)):
+        w = window(cps[: i + 1])
+        found = kv_cache_demand(w, w.t[-1])
+        if found is not None:
+            break
+    assert found is not None and found.figures["kv_cache_usage_pct"] >= 30.0
+    assert first_full_s(cps) - (w.t[-1] - T0) >= 120.0
