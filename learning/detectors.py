@@ -500,11 +500,12 @@ def kv_cache_demand(w: Window, now: float) -> Finding | None:
     found = _demand(w, now)
     if found is None:
         return None
-    earlier = np.flatnonzero(w.t >= w.t[-1] - DEMAND_PERSIST_S)[:-1]
-    if len(earlier) == 0:
+    # The checkpoints of the last DEMAND_PERSIST_S, and at least the one before (slow polls).
+    first = min(int(np.searchsorted(w.t, w.t[-1] - DEMAND_PERSIST_S)), len(w) - 2)
+    if first < 0:
         return None
-    for i in earlier:
-        if _demand(w.upto(int(i)), float(w.t[i])) is None:
+    for i in range(first, len(w) - 1):
+        if _demand(w.upto(i), float(w.t[i])) is None:
             return None
     return found
 
