@@ -26,6 +26,7 @@ where there is no GPU: the holder is then a plain process that NVML cannot see.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import os
@@ -34,7 +35,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -182,7 +182,6 @@ def check_health(collector: GpuCollector) -> None:
     first = diff.update(collector_readings(collector), time.time())
     second = diff.update(collector_readings(collector), time.time())
     expect(not first and not second, f"no health events on a healthy GPU: {first + second}")
-    import asyncio
 
     async def watch() -> str | None:
         watcher = XidWatcher(nvml, events, clock=time.time)
@@ -396,5 +395,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    threading.excepthook = lambda a: print(f"thread failed: {a.exc_value}", file=sys.stderr)
     sys.exit(main())
