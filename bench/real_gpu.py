@@ -30,7 +30,6 @@ import asyncio
 import contextlib
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -52,18 +51,26 @@ from agent.collectors.gpu import GpuCollector  # noqa: E402
 from agent.events import EventLog  # noqa: E402
 from agent.gpu_health import GpuHealthDiff, XidWatcher  # noqa: E402
 from agent.validator import run_validation  # noqa: E402
+from agent.vllm_args import parse  # noqa: E402
+from bench.agent_cost import free_port  # noqa: E402
 
 GIB = 1024**3
 HOLD_GIB = 8
 TOKEN = "real-gpu-check-0123456789abcdef"
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"
-HOLDER = f"""
+# The child scripts' start: torch where there is one (not with --simulated).
+TORCH = """
 import time
 try:
     import torch
-except ImportError:  # --simulated, where there is no torch
+except ImportError:
     torch = None
-if torch is None or not torch.cuda.is_available():
+cuda = torch is not None and torch.cuda.is_available()
+"""
+HOLDER = (
+    TORCH
+    + f"""
+if not cuda:
     print("holding", flush=True)
     time.sleep(600)
 x = torch.empty({HOLD_GIB} * 1024**3, dtype=torch.uint8, device="cuda")
@@ -72,18 +79,14 @@ torch.cuda.synchronize()
 print("holding", flush=True)
 time.sleep(600)
 """
+)
 
-nvml: Any = pynvml
-backend = "nvml"
 LOAD_S = 20
-LOAD = f"""
-import time
-try:
-    import torch
-except ImportError:  # --simulated
-    torch = None
+LOAD = (
+    TORCH
+    + f"""
 print("loading", flush=True)
-if torch is None or not torch.cuda.is_available():
+if not cuda:
     time.sleep({LOAD_S})
 else:
     a = torch.randn(8192, 8192, dtype=torch.bfloat16, device="cuda")
@@ -93,6 +96,7 @@ else:
             a = (a @ a).clamp_(-1, 1)
         torch.cuda.synchronize()
 """
+)
 failures: list[str] = []
 report: dict[str, Any] = {}
 
@@ -109,7 +113,7 @@ def collector_readings(collector: GpuCollector) -> list[Gpu]:
     return gpus
 
 
-def check_collector() -> GpuCollector:
+def check_collector(nvml: Any) -> GpuCollector:
     print("1. collector against real NVML")
     collector = GpuCollector(nvml)
     gpus = collector_readings(collector)
@@ -175,7 +179,7 @@ def check_holder(collector: GpuCollector, before: Gpu, holder: subprocess.Popen[
     expect(holder.pid in listed, "the holder is listed under its GPU")
 
 
-def check_health(collector: GpuCollector) -> None:
+def check_health(nvml: Any, collector: GpuCollector) -> None:
     print("3. health diff and XID watcher")
     events = EventLog()
     diff = GpuHealthDiff(events)
@@ -198,17 +202,14 @@ def check_health(collector: GpuCollector) -> None:
     expect(report["xid_stop_ms"] < 2000, f"watcher stopped in {report['xid_stop_ms']:.0f} ms")
 
 
-def check_validator() -> None:
+def check_validator(nvml: Any) -> None:
     print("4. the validator's GPU checks")
-    from agent.vllm_args import parse
-
     command = parse(["vllm", "serve", MODEL, "--gpu-memory-utilization", "0.9"])
     result = run_validation(
         command, vllm_url="http://127.0.0.1:8000", nvml=nvml, environ={}, trigger="on_demand"
     )
-    gpu_checks = {"nvidia_driver", "cuda_compatibility", "gpu_count", "gpu_memory"}
     for check in result.checks:
-        if check.name in gpu_checks or "gpu" in check.name or "cuda" in check.name:
+        if check.name == "nvidia_driver" or "gpu" in check.name or "cuda" in check.name:
             print(f"  {check.status:5} {check.name}: {check.message}")
             report.setdefault("validator", {})[check.name] = [check.status, check.message]
     statuses = report.get("validator", {})
@@ -217,12 +218,6 @@ def check_validator() -> None:
         statuses.get("cuda_compatibility", ["?"])[0] in ("pass", "warn"),
         "torch's CUDA is checked against the driver's",
     )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def call(port: int, path: str, body: dict[str, Any] | None = None) -> Any:
@@ -254,8 +249,8 @@ def wait_action(port: int, job: dict[str, Any], timeout_s: float = 30) -> dict[s
     return job
 
 
-def check_agent(holder: subprocess.Popen[str], log_path: Path) -> None:
-    print("5. the real agent (GPU backend nvml) supervising a simulated vLLM")
+def check_agent(backend: str, holder: subprocess.Popen[str], log_path: Path) -> None:
+    print(f"5. the real agent (GPU backend {backend}) supervising a simulated vLLM")
     vllm_port, agent_port = free_port(), free_port()
     env = {**os.environ, "SENTINEL_AGENT_TOKEN": TOKEN, "SENTINEL_SIM_SPEED": "20"}
     env["PYTHONPATH"] = f"{ROOT}{os.pathsep}{env.get('PYTHONPATH', '')}"
@@ -369,19 +364,19 @@ def main() -> int:
     )
     parser.add_argument("--simulated", action="store_true", help="the simulator's NVML")
     args = parser.parse_args()
+    nvml: Any = pynvml
     if args.simulated:
         from simulator.nvml import SimulatedNvml
 
-        global nvml, backend
-        nvml, backend = SimulatedNvml(), "simulated"
-    collector = check_collector()
+        nvml = SimulatedNvml()
+    collector = check_collector(nvml)
     before = collector_readings(collector)[0]
     holder = start_holder()
     try:
         check_holder(collector, before, holder)
-        check_health(collector)
-        check_validator()
-        check_agent(holder, args.agent_log)
+        check_health(nvml, collector)
+        check_validator(nvml)
+        check_agent("simulated" if args.simulated else "nvml", holder, args.agent_log)
         check_load(collector)
     finally:
         if holder.poll() is None:

@@ -3,13 +3,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 
 from agent.checkpoint import to_dict
-from learning.detectors import _demand, kv_cache_demand, performance_degradation
+from learning.detectors import Finding, _demand, kv_cache_demand, performance_degradation
 from learning.hysteresis import OPEN_AT
 from learning.predict import HostAnalyzer
 from learning.window import Window, window
@@ -87,6 +87,18 @@ def first_alarm_s(cps: list[dict[str, Any]]) -> float | None:
     return None
 
 
+def demand(cps: list[dict[str, Any]], first: int = 6) -> Iterator[tuple[float, Finding | None]]:
+    """kv_cache_demand at each checkpoint from `first` on, on the window up to it: (seconds
+    since T0, finding)."""
+    for i in range(first, len(cps)):
+        w = window(cps[: i + 1])
+        yield float(w.t[-1]) - T0, kv_cache_demand(w, w.t[-1])
+
+
+def first_demand(cps: list[dict[str, Any]]) -> tuple[float, Finding] | None:
+    return next(((s, f) for s, f in demand(cps) if f is not None), None)
+
+
 def lengthening(second: float) -> float:
     """Answers of 300 tokens for five minutes, then twice as long every two minutes or so."""
     return 300.0 * 2.0 ** (max(second - 300.0, 0.0) / 130.0)
@@ -115,9 +127,7 @@ def test_the_finished_requests_own_lengths_confirm_or_veto_the_growth() -> None:
     for cp in cps:
         totals = cp["vllm"]["totals"]
         totals["finished_output_tokens"] = 300.0 * totals["finished_output_requests"]
-    for i in range(24, len(cps)):
-        w = window(cps[: i + 1])
-        assert kv_cache_demand(w, w.t[-1]) is None
+    assert all(f is None for _, f in demand(cps, first=24))
 
 
 def test_it_does_not_call_more_requests_of_the_usual_length_exhaustion() -> None:
@@ -127,16 +137,12 @@ def test_it_does_not_call_more_requests_of_the_usual_length_exhaustion() -> None
 
     cps = serve(600, spike, lambda s: 300.0)
     assert max(cp["vllm"]["kv_cache_usage_pct"] for cp in cps) < 100.0
-    for i in range(24, len(cps)):
-        w = window(cps[: i + 1])
-        assert kv_cache_demand(w, w.t[-1]) is None
+    assert all(f is None for _, f in demand(cps, first=24))
 
 
 def test_it_ignores_a_fresh_server_whose_first_requests_are_its_shortest() -> None:
     cps = serve(240, lambda s: 2.0, lambda s: 150.0 + 300.0 * (s % 7) / 6)
-    for i in range(6, len(cps)):
-        w = window(cps[: i + 1])
-        assert kv_cache_demand(w, w.t[-1]) is None
+    assert all(f is None for _, f in demand(cps))
 
 
 def test_it_ignores_a_fresh_server_whose_long_requests_have_not_finished_yet() -> None:
@@ -146,9 +152,7 @@ def test_it_ignores_a_fresh_server_whose_long_requests_have_not_finished_yet() -
         cps = serve(420, lambda s: 2.0, lambda s: 3000.0 if s % 10 == 0 else 200.0,
                     lengths=lengths)  # fmt: skip
         assert max(cp["vllm"]["kv_cache_usage_pct"] for cp in cps) < 100.0
-        for i in range(6, len(cps)):
-            w = window(cps[: i + 1])
-            assert kv_cache_demand(w, w.t[-1]) is None
+        assert all(f is None for _, f in demand(cps))
 
 
 def queued(n: int, spike_from: int, seed: int = 0) -> Window:
@@ -197,13 +201,9 @@ def test_it_waits_for_the_cache_to_be_30_percent_full() -> None:
     # Fewer, longer requests: the growth is clear while the cache is still under 30 %, where a
     # healthy host's cache swings as much. It speaks from 30 %, still minutes ahead.
     cps = serve(1200, lambda s: 0.7, lengthening, lengths=True)
-    for i in range(6, len(cps)):
-        w = window(cps[: i + 1])
-        found = kv_cache_demand(w, w.t[-1])
-        if found is not None:
-            break
-    assert found is not None and found.figures["kv_cache_usage_pct"] >= 30.0
-    assert first_full_s(cps) - (w.t[-1] - T0) >= 120.0
+    first = first_demand(cps)
+    assert first is not None and first[1].figures["kv_cache_usage_pct"] >= 30.0
+    assert first_full_s(cps) - first[0] >= 120.0
 
 
 def test_it_still_speaks_when_the_host_is_polled_every_16_seconds() -> None:
@@ -212,9 +212,7 @@ def test_it_still_speaks_when_the_host_is_polled_every_16_seconds() -> None:
     sparse = [cp for i, cp in enumerate(cps) if i % 3 == 0]
     for k, cp in enumerate(sparse):
         cp["collected_at"] += float(k)  # 16 s apart
-    found = [kv_cache_demand(window(sparse[: i + 1]), sparse[i]["collected_at"])
-             for i in range(8, len(sparse))]  # fmt: skip
-    assert any(f is not None for f in found)
+    assert any(f is not None for _, f in demand(sparse, first=8))
 
 
 def test_it_predicts_a_full_cache_under_bursty_traffic_too() -> None:
@@ -224,10 +222,5 @@ def test_it_predicts_a_full_cache_under_bursty_traffic_too() -> None:
         return 2.0 * (1.0 + 0.8 * np.sign(np.sin(2 * np.pi * second / 60.0)))
 
     cps = serve(900, bursty, lengthening, lengths=True)
-    found = None
-    for i in range(6, len(cps)):
-        w = window(cps[: i + 1])
-        if kv_cache_demand(w, w.t[-1]) is not None:
-            found = float(w.t[-1]) - T0
-            break
-    assert found is not None and first_full_s(cps) - found >= 45.0
+    first = first_demand(cps)
+    assert first is not None and first_full_s(cps) - first[0] >= 45.0
