@@ -174,3 +174,13 @@ def test_it_reports_an_episode_once_not_on_every_sample_of_it() -> None:
     alarms = [i for i, s in enumerate(scores) if s >= ALARM_THRESHOLD]
     assert alarms and min(alarms) >= 400
     assert len(alarms) <= 3  # the first alarm, and at most a couple of much stronger ones
+
+
+def test_an_episode_at_the_top_of_the_scale_is_reported_once_too() -> None:
+    # Huge spikes a few samples apart (as a network counter's bursts): every one scores 1, and
+    # the ones after the first belong to the same episode.
+    values = noise(2000) + [1e6, 50.0, 3e6, 50.0, 50.0, 2e6, 50.0] + noise(300, seed=9)
+
+    found = alarms(values)
+
+    assert found == [2000]
