@@ -38,11 +38,18 @@ Method, per sample:
    top of the scale (1) cannot be escalated: bursts of saturated samples, as a network
    counter's, had each been reported (7 NAB AWS and known-cause streams, never tuned on:
    56.8 -> 67.1; the 7 realTraffic and realAdExchange tuning streams 43.6 -> 45.4).
+8. A daily job is not news. An episode that starts within half an hour of one that started
+   on each of the previous RECURRING_DAYS days (one may be skipped), at a similar size, is
+   held under the threshold like a reported one (_Recurrences: a fixed table by time of
+   day). On NAB's ec2_cpu_utilization_24ae8d, a 03:00 job had alarmed every night: 11 false
+   alarm events -> 1 (the AWS and known-cause streams 67.1 -> 71.4; built after looking at
+   that stream, so not a held-out figure; the other 13 streams unchanged).
 """
 
 from __future__ import annotations
 
 import math
+from array import array
 from datetime import UTC, datetime
 
 # Recommended alarm threshold on the returned likelihood: 0.4 is p = 1e-4 on NAB's log scale
@@ -75,6 +82,11 @@ DAY_S = 86_400.0
 WEEK_S = 7 * DAY_S
 DAY_BINS = 48
 WEEK_BINS = 168
+# A daily job (a backup, a cron's batch) spikes at about the same time every day: once it has
+# come on RECURRING_DAYS days running (a day may be skipped), within a bin of the same time
+# and at a similar size, it is expected, not an anomaly.
+RECURRING_DAYS = 2
+RECURRING_SIZE = math.log(3.0)  # within a factor of 3 of the last one
 
 LEVEL_ALPHA = 0.25  # short mean of residuals for the level statistic (~7 samples)
 VAR_ALPHA = 0.35  # short mean of squared steps for the variance statistic (~10 samples)
@@ -163,6 +175,34 @@ class _Profile:
             self.values[i] += alpha * (deviation - self.values[i])
 
 
+class _Recurrences:
+    """Alarm-worthy events by time of day: which ones come back daily (RECURRING_DAYS)."""
+
+    __slots__ = ("days", "last_day", "size")
+
+    def __init__(self) -> None:
+        # Arrays, not lists: the state is the same few hundred bytes whatever is stored.
+        self.days = array("q", [0] * DAY_BINS)  # days running with such an event near the bin
+        self.last_day = array("q", [-10] * DAY_BINS)
+        self.size = array("d", [0.0] * DAY_BINS)  # signed log of the last one's size, in scales
+
+    def expected(self, t: float, z: float) -> bool:
+        """Return whether an episode starting with `z` scales at `t` recurs daily; remember it."""
+        day, b = int(t // DAY_S), int(t % DAY_S / DAY_S * DAY_BINS)
+        size = math.copysign(math.log1p(abs(z)), z)
+        # A job's time wanders a little: the bins either side count as the same time.
+        near = [i for i in ((b - 1) % DAY_BINS, b, (b + 1) % DAY_BINS)
+                if 1 <= day - self.last_day[i] <= 2]  # fmt: skip
+        found = any(
+            self.days[i] >= RECURRING_DAYS and abs(size - self.size[i]) <= RECURRING_SIZE
+            for i in near
+        )
+        if day > self.last_day[b]:
+            self.days[b] = 1 + max((self.days[i] for i in near), default=0)
+            self.last_day[b], self.size[b] = day, size
+        return found
+
+
 class StreamDetector:
     """Online anomaly likelihood of one stream (see the module docstring for the method)."""
 
@@ -185,6 +225,7 @@ class StreamDetector:
         self.tails = (_Tail(4.0, 1.0), _Tail(2.5, 0.7), _Tail(1.5, 0.5), _Tail(4.0, 1.0))
         self.quiet = 0  # samples left in the refractory time after an alarm
         self.alarm_level = 0.0
+        self.recurrences = _Recurrences()
 
     def score(self, timestamp: datetime | float, value: float | None) -> float:
         """Return the anomaly likelihood of `value` at `timestamp` (0 for missing values)."""
@@ -203,8 +244,15 @@ class StreamDetector:
         baseline = self._chosen(t, fast=False)
         departure = abs(x - forecasts[baseline]) / max(self.errors[baseline], self._floor())
         log_p = self._log_p(r, departure) if self.n > WARMUP_SAMPLES else 0.0
+        likelihood = min(max(log_p / LOG_P_FLOOR, 0.0), 1.0)
+        z = r / max(self.scale, self._floor())
         self._learn(t, x, forecasts, r)
-        return self._refractory(min(max(log_p / LOG_P_FLOOR, 0.0), 1.0))
+        starts = likelihood >= ALARM_THRESHOLD and self.quiet == 0  # a new episode
+        if starts and self.recurrences.expected(t, z):
+            # A daily event: its episode is held under the threshold, as a reported one is.
+            self.quiet, self.alarm_level = REFRACTORY_SAMPLES, likelihood
+            return min(likelihood, ALARM_THRESHOLD * 0.99)
+        return self._refractory(likelihood)
 
     def _refractory(self, likelihood: float) -> float:
         """Return `likelihood`, held under the alarm threshold while an episode is reported."""

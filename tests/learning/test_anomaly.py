@@ -184,3 +184,20 @@ def test_an_episode_at_the_top_of_the_scale_is_reported_once_too() -> None:
     found = alarms(values)
 
     assert found == [2000]
+
+
+def test_a_daily_job_stops_alarming_once_it_has_come_two_days_running() -> None:
+    per_day = 288  # 5-minute samples
+    rng = random.Random(11)
+    values = [50.0 + rng.gauss(0, 2) for _ in range(8 * per_day)]
+    job_at = [day * per_day + 36 + rng.randint(-3, 3) for day in range(1, 7)]  # ~03:00 daily
+    for i in job_at:
+        values[i] = 150.0 + rng.gauss(0, 10)
+    elsewhere = 7 * per_day + 150  # day 8, half past noon: no job then
+    values[elsewhere] = 150.0
+
+    found = alarms(values, step_s=300.0)
+
+    assert found[:2] == job_at[:2]  # new the first two days
+    assert not set(found) & set(job_at[2:])  # expected from then on
+    assert elsewhere in found  # the same spike at another time of day is still news
