@@ -179,7 +179,7 @@ def test_it_reports_an_episode_once_not_on_every_sample_of_it() -> None:
 def test_an_episode_at_the_top_of_the_scale_is_reported_once_too() -> None:
     # Huge spikes a few samples apart (as a network counter's bursts): every one scores 1, and
     # the ones after the first belong to the same episode.
-    values = noise(2000) + [1e6, 50.0, 3e6, 50.0, 50.0, 2e6, 50.0] + noise(300, seed=9)
+    values = [*noise(2000), 1e6, 50.0, 3e6, 50.0, 50.0, 2e6, 50.0, *noise(300, seed=9)]
 
     found = alarms(values)
 
