@@ -228,15 +228,15 @@ def test_it_predicts_a_full_cache_under_bursty_traffic_too() -> None:
 
 
 def test_it_goes_quiet_when_the_cache_falls_well_below_its_rise() -> None:
-    # Forty seconds into the warning (the cache at 40 %) the traffic recedes: the newest reading
-    # drops to 70 % of the one before, while the 90 s fit and the lengths still say it grows.
+    # A minute into the warning (the cache at 50 %) the traffic recedes: the newest reading
+    # drops to 60 % of the one before, while the 90 s fit and the lengths still say it grows.
     cps = serve(900, lambda s: 2.0, lengthening, lengths=True)
     first = first_demand(cps)
     assert first is not None
-    i = next(k for k, cp in enumerate(cps) if cp["collected_at"] - T0 == first[0]) + 8
+    i = next(k for k, cp in enumerate(cps) if cp["collected_at"] - T0 == first[0]) + 14
     w = window(cps[: i + 1])
     assert kv_cache_demand(w, w.t[-1]) is not None  # as it was, it still speaks
     fallen = copy.deepcopy(cps[i])
-    fallen["vllm"]["kv_cache_usage_pct"] = 0.7 * cps[i - 1]["vllm"]["kv_cache_usage_pct"]
+    fallen["vllm"]["kv_cache_usage_pct"] = 0.6 * cps[i - 1]["vllm"]["kv_cache_usage_pct"]
     w = window([*cps[:i], fallen])
     assert kv_cache_demand(w, w.t[-1]) is None
