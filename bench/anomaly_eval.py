@@ -33,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from learning.anomaly import ALARM_THRESHOLD, make_detector
+from learning.anomaly import ALARM_THRESHOLD, StreamDetector
 
 TP_WEIGHT, FP_WEIGHT, FN_WEIGHT = 1.0, 0.11, 1.0  # NAB's standard profile
 PROBATION_PERCENT = 0.15
@@ -85,8 +85,9 @@ def _rows_within(times: list[datetime], start: datetime, end: datetime) -> tuple
     return (inside[0], inside[-1]) if inside else None
 
 
-def run(stream: Stream) -> None:
-    detector = make_detector()
+def run(stream: Stream, threshold: float = ALARM_THRESHOLD) -> None:
+    # The detector holds an episode's later samples under its threshold: each is run afresh.
+    detector = StreamDetector(threshold)
     stream.scores = [detector.score(t, v) for t, v in zip(stream.times, stream.values, strict=True)]
 
 
@@ -232,12 +233,10 @@ def main() -> None:
         parser.error("--data and --windows are required")
     categories = set(filter(None, args.categories.split(",")))
     streams = read_streams(args.data, args.windows, categories or None)
-    for stream in streams:
-        run(stream)
-    report(streams, args.threshold, verbose=not args.quiet)
-    if args.sweep:
-        for threshold in SWEEP:
-            report(streams, threshold, verbose=False)
+    for threshold in [args.threshold, *(SWEEP if args.sweep else ())]:
+        for stream in streams:
+            run(stream, threshold)
+        report(streams, threshold, verbose=not args.quiet and threshold == args.threshold)
 
 
 if __name__ == "__main__":

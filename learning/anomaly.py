@@ -205,7 +205,8 @@ class _Recurrences:
 class StreamDetector:
     """Online anomaly likelihood of one stream (see the module docstring for the method)."""
 
-    def __init__(self) -> None:
+    def __init__(self, alarm_threshold: float = ALARM_THRESHOLD) -> None:
+        self.alarm_threshold = alarm_threshold  # what an alarm is, for one report per episode
         self.n = 0  # finite samples seen
         self.t0 = math.nan
         self.last_value = math.nan
@@ -246,11 +247,11 @@ class StreamDetector:
         likelihood = min(max(log_p / LOG_P_FLOOR, 0.0), 1.0)
         z = r / max(self.scale, self._floor())
         self._learn(t, x, forecasts, r)
-        starts = likelihood >= ALARM_THRESHOLD and self.quiet == 0  # a new episode
+        starts = likelihood >= self.alarm_threshold and self.quiet == 0  # a new episode
         if starts and self.recurrences.expected(t, z):
             # A daily event: its episode is held under the threshold, as a reported one is.
             self.quiet, self.alarm_level = REFRACTORY_SAMPLES, likelihood
-            return min(likelihood, ALARM_THRESHOLD * 0.99)
+            return min(likelihood, self.alarm_threshold * 0.99)
         return self._refractory(likelihood)
 
     def _refractory(self, likelihood: float) -> float:
@@ -259,8 +260,8 @@ class StreamDetector:
             self.quiet -= 1
             # Not capped at 1: an alarm at the top of the scale is not escalated by another.
             if likelihood < self.alarm_level + ESCALATION:
-                return min(likelihood, ALARM_THRESHOLD * 0.99)
-        if likelihood >= ALARM_THRESHOLD:
+                return min(likelihood, self.alarm_threshold * 0.99)
+        if likelihood >= self.alarm_threshold:
             self.quiet, self.alarm_level = REFRACTORY_SAMPLES, likelihood
         return likelihood
 
