@@ -245,24 +245,24 @@ class StreamDetector:
         departure = abs(x - forecasts[baseline]) / max(self.errors[baseline], self._floor())
         log_p = self._log_p(r, departure) if self.n > WARMUP_SAMPLES else 0.0
         likelihood = min(max(log_p / LOG_P_FLOOR, 0.0), 1.0)
-        z = r / max(self.scale, self._floor())
-        self._learn(t, x, forecasts, r)
         starts = likelihood >= self.alarm_threshold and self.quiet == 0  # a new episode
-        if starts and self.recurrences.expected(t, z):
-            # A daily event: its episode is held under the threshold, as a reported one is.
-            self.quiet, self.alarm_level = REFRACTORY_SAMPLES, likelihood
-            return min(likelihood, self.alarm_threshold * 0.99)
-        return self._refractory(likelihood)
+        daily = starts and self.recurrences.expected(t, r / max(self.scale, self._floor()))
+        self._learn(t, x, forecasts, r)
+        return self._refractory(likelihood, daily)
 
-    def _refractory(self, likelihood: float) -> float:
-        """Return `likelihood`, held under the alarm threshold while an episode is reported."""
+    def _refractory(self, likelihood: float, expected: bool = False) -> float:
+        """Return `likelihood`, held under the alarm threshold while an episode is reported;
+        an `expected` episode (a daily one) is held from its first sample."""
+        held = min(likelihood, self.alarm_threshold * 0.99)
         if self.quiet > 0:
             self.quiet -= 1
             # Not capped at 1: an alarm at the top of the scale is not escalated by another.
             if likelihood < self.alarm_level + ESCALATION:
-                return min(likelihood, self.alarm_threshold * 0.99)
+                return held
         if likelihood >= self.alarm_threshold:
             self.quiet, self.alarm_level = REFRACTORY_SAMPLES, likelihood
+            if expected:
+                return held
         return likelihood
 
     def _start(self, t: float, x: float) -> None:

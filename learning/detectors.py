@@ -542,9 +542,7 @@ def _demand(w: Window, now: float) -> Finding | None:
         return None
     eta = max((math.log(KV_LIMIT_PCT) - log_level) / log_slope, 0.0)
     level = min(math.exp(log_level), KV_LIMIT_PCT)
-    if eta > DEMAND_ETA_S or level < DEMAND_MIN_KV_PCT:
-        return None
-    if kv[-1] < DEMAND_BELOW_FIT * level:
+    if eta > DEMAND_ETA_S or level < DEMAND_MIN_KV_PCT or kv[-1] < DEMAND_BELOW_FIT * level:
         return None
     growth = _length_growth(w)
     if not growth >= MIN_LENGTH_GROWTH:
