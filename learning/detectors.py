@@ -56,37 +56,43 @@ PREEMPTING_SHARE = 0.5  # preemptions in at least this share of recent checkpoin
 
 # KV-cache demand: requests getting longer
 DEMAND_KV_LOOKBACK_S = 90.0  # the cache's growth, fitted in log space
-DEMAND_LENGTH_LOOKBACK_S = 120.0  # the requests' length growth
 LENGTH_STEP_S = 30.0  # each length figure is the counters' difference over this span
 MIN_LENGTH_REQUESTS = 5.0  # fewer requests in a step and its mean length is noise
-MIN_LENGTH_POINTS = 8
-# The growth is read over most of its lookback, never extrapolated from its first seconds: a
-# server's first minutes look like requests getting longer (the long ones have not finished
-# yet), and 35 s of such points stretched to 120 s opened 5 false alarms in 24 server starts.
-MIN_LENGTH_SPAN_S = 90.0
+# The newest step's mean length is compared with the host's usual one: the median of the
+# steps that ended this long before it. A level against a baseline, not a line through the
+# last two minutes, which is as flat as its first minute: measured on the simulator's demand
+# ramps (kv_cache_exhaustion, seeds 0-23 and 3000-3023: 69 storms) and 96 healthy host-hours
+# (healthy and load_spike, seeds 4000-4003 and 7000-7003), the line caught 41 storms at a
+# median lead of 36-44 s with 3 false alarms; the baseline 49 at 40-45 s with none.
+LENGTH_BASELINE_S = (90.0, 300.0)
+MIN_BASELINE_STEPS = 4
 MIN_DEMAND_KV_POINTS = 6
 # A fresh server's first requests to finish are its shortest ones: its first minute looks like
-# requests getting longer.
+# requests getting longer, and is no baseline.
 WARM_UP_S = 60.0
 MIN_KV_LOG_SLOPE = 0.004  # per second: the cache's use grows by at least 0.4 % of itself a second
-MIN_LENGTH_GROWTH = 1.3  # the requests' mean length grew by 30 % over the length lookback
-DEMAND_ETA_S = 200.0  # how far ahead of full the growth is trusted
+# The requests' mean length is 20 % over the host's usual one. On 24 healthy host-hours a
+# host whose cache was rising reached 1.22 times its usual length in 1 step of 1,000; 1.15
+# caught no storm more and warned no earlier.
+MIN_LENGTH_GROWTH = 1.2
+DEMAND_ETA_S = DEFAULT_HORIZON_S  # how far ahead of full the growth is trusted
 # Below this the growth would have to compound more than threefold to fill the cache, and a
 # healthy host's cache swings that much in minutes (both false alarms left in 96 healthy
-# host-hours started at 20-22 %); the demand ramps lost 2-3 s of lead to it.
+# host-hours started at 20-22 %; at 20 % with the baseline below, 3 in seeds 7000-7003).
 DEMAND_MIN_KV_PCT = 30.0
-# The growth must have held at every checkpoint this long: one fit that crosses the lines is
-# noise as often as not (a load spike, the ordinary spread of answer lengths). Over 48 healthy
-# host-hours this took the false alarms from 4 to 1, and cost the demand ramps 12 s of lead.
-DEMAND_PERSIST_S = 15.0
+# The growth must have held at the checkpoint before too: one reading that crosses the lines
+# is noise as often as not. Against the baseline 5 s is enough (15 s cost 9-14 s of lead and
+# 3 storms); the line needed 15 s (at 5 s: 5 false alarms in the 96 healthy host-hours).
+DEMAND_PERSIST_S = 5.0
 # The newest reading this far under the fitted line means the rise has ended (a load spike's
 # traffic receded); the 90 s fit still says it goes on. One of three false alarms in 48 healthy
 # host-hours (seeds 4000-4003) opened so, at 28 % against a fitted 52 %. At 0.8 one more went
 # (27 % against 32 %), but a demand ramp that paused at 40 % for half a minute warned 40 s later.
 DEMAND_BELOW_FIT = 0.7
-# The finished requests' own lengths (vLLM's output-length histogram) must have grown this
-# much too, where the checkpoints carry them: they lag, so the line is lower.
-MIN_FINISHED_GROWTH = 1.1
+# The finished requests' own lengths (vLLM's output-length histogram) must be over their usual
+# length too, where the checkpoints carry them: they lag, so the line is lower. A load spike
+# (more requests of the usual length running at once) lifts the counters' figure, not these.
+MIN_FINISHED_GROWTH = 1.05
 
 # File descriptors
 FD_HIGH_SHARE = 0.9  # this share of the limit in use is critical, trend or not
@@ -526,11 +532,12 @@ def _demand(w: Window, now: float) -> Finding | None:
     1. The cache's use over DEMAND_KV_LOOKBACK_S, fitted in log space (the growth compounds:
        more tokens per request and more requests running at once): how fast it grows, and
        when the line reaches 100 %.
-    2. The mean tokens generated per request over the last DEMAND_LENGTH_LOOKBACK_S, from
-       the counters (learning.detectors._request_lengths): how much it grew.
-    3. A finding when the cache grows by MIN_KV_LOG_SLOPE a second or more, requests grew by
-       MIN_LENGTH_GROWTH, the line reaches full within DEMAND_ETA_S, and the newest reading
-       is not far under the line (DEMAND_BELOW_FIT: the rise goes on).
+    2. The mean tokens generated per request in the newest LENGTH_STEP_S, from the counters
+       (learning.detectors._request_lengths), against the host's usual mean: how much longer
+       requests are now.
+    3. A finding when the cache grows by MIN_KV_LOG_SLOPE a second or more, requests are
+       MIN_LENGTH_GROWTH times their usual length, the line reaches full within DEMAND_ETA_S,
+       and the newest reading is not far under the line (DEMAND_BELOW_FIT: the rise goes on).
     """
     if newest(w, "forward_progress") == 0.0:
         return None
@@ -547,7 +554,7 @@ def _demand(w: Window, now: float) -> Finding | None:
     growth = _length_growth(w)
     if not growth >= MIN_LENGTH_GROWTH:
         return None
-    # The requests that finished did not get longer: more of them run at once (a spike).
+    # The requests that finished are shorter than usual: more of them run at once (a spike).
     if _length_growth(w, finished_only=True) < MIN_FINISHED_GROWTH:
         return None
     return Finding(
@@ -555,8 +562,7 @@ def _demand(w: Window, now: float) -> Finding | None:
         failure_type="kv_cache_exhausted",
         severity=severity_for(eta),
         summary=f"KV cache {level:.0f} % and growing {100 * log_slope:.1f} % of itself a "
-        f"second while requests got {growth:.1f}x longer in {DEMAND_LENGTH_LOOKBACK_S:.0f} s; "
-        + _eta_words(eta, "full"),
+        f"second with requests {growth:.1f}x their usual length; " + _eta_words(eta, "full"),
         time_to_exhaustion_s=eta,
         figures={
             "kv_cache_usage_pct": level,
@@ -567,18 +573,21 @@ def _demand(w: Window, now: float) -> Finding | None:
 
 
 def _length_growth(w: Window, finished_only: bool = False) -> float:
-    """Return how many times longer requests got over DEMAND_LENGTH_LOOKBACK_S (NaN when
-    it cannot be told), from a log-space line through their mean lengths."""
+    """Return the newest step's mean request length over the host's usual one (the median of
+    the steps that ended LENGTH_BASELINE_S before it); NaN when it cannot be told."""
     t, lengths = _request_lengths(w, finished_only)
-    if len(t) < MIN_LENGTH_POINTS or t[-1] - t[0] < MIN_LENGTH_SPAN_S:
+    if len(t) == 0 or t[-1] != w.t[-1]:
         return math.nan
-    slope, _ = _line(t - t[-1], np.log(np.maximum(lengths, 1.0)))
-    return math.exp(slope * DEMAND_LENGTH_LOOKBACK_S)
+    newest_gap, oldest_gap = LENGTH_BASELINE_S
+    usual = lengths[(t >= t[-1] - oldest_gap) & (t <= t[-1] - newest_gap)]
+    if len(usual) < MIN_BASELINE_STEPS:
+        return math.nan
+    return float(lengths[-1] / np.median(usual))
 
 
 def _request_lengths(w: Window, finished_only: bool) -> tuple[np.ndarray, np.ndarray]:
     """Return the times and mean tokens generated per request over each LENGTH_STEP_S, in the
-    current run's last DEMAND_LENGTH_LOOKBACK_S.
+    current run's last LENGTH_BASELINE_S, from its first minute on (WARM_UP_S).
 
     By default from the token and request counters: the tokens generated in a step belong to
     the requests that finished in it and to those still running, so it moves as soon as
@@ -593,7 +602,7 @@ def _request_lengths(w: Window, finished_only: bool) -> tuple[np.ndarray, np.nda
     """
     start = current_run_start(w)
     t = w.t[start:]
-    now = np.flatnonzero(t >= t[-1] - DEMAND_LENGTH_LOOKBACK_S)
+    now = np.flatnonzero(t >= t[-1] - LENGTH_BASELINE_S[1])
     then = np.searchsorted(t, t[now] - LENGTH_STEP_S, side="right") - 1
     settled = then >= 0
     settled[settled] = t[then[settled]] >= t[0] + WARM_UP_S

@@ -10,7 +10,13 @@ from typing import Any
 import numpy as np
 
 from agent.checkpoint import to_dict
-from learning.detectors import Finding, _demand, kv_cache_demand, performance_degradation
+from learning.detectors import (
+    MIN_LENGTH_GROWTH,
+    Finding,
+    _demand,
+    kv_cache_demand,
+    performance_degradation,
+)
 from learning.hysteresis import OPEN_AT
 from learning.predict import HostAnalyzer
 from learning.window import Window, window
@@ -114,8 +120,22 @@ def test_it_predicts_a_full_cache_a_minute_ahead_when_requests_get_longer() -> N
     w = window([cp for cp in cps if cp["collected_at"] - T0 <= alarm_s])
     f = kv_cache_demand(w, w.t[-1])
     assert f is not None and f.failure_type == "kv_cache_exhausted"
-    assert f.figures["request_length_growth"] >= 1.3
+    assert f.figures["request_length_growth"] >= MIN_LENGTH_GROWTH
     assert f.time_to_exhaustion_s is not None and f.time_to_exhaustion_s <= 300.0
+
+
+def test_it_warns_a_minute_ahead_of_a_two_minute_shift_to_longer_requests() -> None:
+    # Arrivals double and answers grow 2.5-fold together over two minutes (a new feature's
+    # traffic): the cache fills two minutes after the shift began. Requests are compared
+    # with their usual length, so the warning does not wait for a line through the last two
+    # minutes to tilt (that gave 50 s here).
+    def shift(second: float) -> float:
+        return float(np.clip((second - 300.0) / 120.0, 0.0, 1.0))
+
+    cps = serve(900, lambda s: 2.0 * (1.0 + shift(s)), lambda s: 300.0 * (1.0 + 1.5 * shift(s)))
+    alarm_s = first_alarm_s(cps)
+    assert alarm_s is not None and alarm_s > 300.0
+    assert first_full_s(cps) - alarm_s >= 60.0
 
 
 def test_the_finished_requests_own_lengths_confirm_or_veto_the_growth() -> None:
@@ -186,7 +206,7 @@ def test_it_does_not_call_queueing_under_load_degradation() -> None:
         assert performance_degradation(w, w.t[-1]) is None
 
 
-def test_it_speaks_once_the_growth_has_held_for_15_seconds() -> None:
+def test_it_speaks_once_the_growth_has_held_at_the_checkpoint_before_too() -> None:
     cps = serve(900, lambda s: 2.0, lengthening, lengths=True)
     held = []
     for i in range(6, len(cps)):
@@ -194,8 +214,8 @@ def test_it_speaks_once_the_growth_has_held_for_15_seconds() -> None:
         held.append(_demand(w, w.t[-1]) is not None)
         if kv_cache_demand(w, w.t[-1]) is not None:
             break
-    # The growth first crossed its lines three checkpoints (15 s) earlier, and held since.
-    assert held[-4:] == [True] * 4 and not held[-5]
+    # The growth first crossed its lines one checkpoint (5 s) earlier, and held since.
+    assert held[-2:] == [True] * 2 and not held[-3]
 
 
 def test_it_waits_for_the_cache_to_be_30_percent_full() -> None:
@@ -208,7 +228,8 @@ def test_it_waits_for_the_cache_to_be_30_percent_full() -> None:
 
 
 def test_it_still_speaks_when_the_host_is_polled_every_16_seconds() -> None:
-    # Fewer checkpoints than the 15 s it asks the growth to hold: the one before must agree.
+    # Checkpoints further apart than the 5 s it asks the growth to hold: the one before must
+    # agree.
     cps = serve(900, lambda s: 2.0, lengthening, lengths=True)
     sparse = [cp for i, cp in enumerate(cps) if i % 3 == 0]
     for k, cp in enumerate(sparse):
