@@ -18,7 +18,7 @@ checkpoints; bench/learning_speed.py measures them).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,6 +100,11 @@ MIN_FD_RISE = 10.0
 
 # Temperature
 THERMAL_LOOKBACK_S = 300.0
+# A GPU warming after a start: 50-60 s in, its dozen readings fit a line to the slowdown point
+# before the trend can tell them bend (2 false critical warnings in 192 healthy host-hours).
+# Its rate against its level says it heads for 52-74 C; a failing cooling's, for over 100 C.
+HEATING_STEP_S = 15.0  # whole degrees: the rate over one 5 s poll is mostly rounding
+MIN_HEATING_PAIRS = 4
 SLOWDOWN_C = 87.0  # NVML's slowdown threshold on H100s is about 87-90 C
 THERMAL_MARGIN_C = 5.0
 
@@ -508,15 +513,24 @@ def kv_cache_exhaustion(w: Window, now: float, lookback_s: float = KV_LOOKBACK_S
 def kv_cache_demand(w: Window, now: float) -> Finding | None:
     """Return a finding when requests get longer and the KV cache fills up with them, and
     have done so at every checkpoint of the last DEMAND_PERSIST_S (see _demand)."""
-    found = _demand(w, now)
+    return _held(_demand, w, _demand(w, now), DEMAND_PERSIST_S)
+
+
+def _held(
+    detector: Callable[[Window, float], Finding | None],
+    w: Window,
+    found: Finding | None,
+    persist_s: float,
+) -> Finding | None:
+    """Return `found` (the `detector`'s finding on `w`) when the detector found something at
+    every checkpoint of the last `persist_s` too, and at least at the one before (slow polls)."""
     if found is None:
         return None
-    # The checkpoints of the last DEMAND_PERSIST_S, and at least the one before (slow polls).
-    first = min(int(np.searchsorted(w.t, w.t[-1] - DEMAND_PERSIST_S)), len(w) - 2)
+    first = min(int(np.searchsorted(w.t, w.t[-1] - persist_s)), len(w) - 2)
     if first < 0:
         return None
     for i in range(first, len(w) - 1):
-        if _demand(w.upto(i), float(w.t[i])) is None:
+        if detector(w.upto(i), float(w.t[i])) is None:
             return None
     return found
 
@@ -698,7 +712,10 @@ def thermal(
     THERMAL_MARGIN_C of it.
 
     The projection is the damped trend of learning.forecast: a GPU warming up after a start
-    levels off (an exponential approach) and is not extrapolated past its asymptote.
+    levels off (an exponential approach) and is not extrapolated past its asymptote. In its
+    first minute that trend cannot yet tell the bend from noise, so a rise that slows as it
+    warms, toward a level under `slowdown_c` (Newton's law of heating, _asymptote), is not
+    projected either.
     """
     model = local_trend(w, "gpu_temp_c", lookback_s)
     if model is None:
@@ -711,7 +728,12 @@ def thermal(
     eta = _eta_after(to_slowdown, lead)
     if throttled or hottest >= slowdown_c:
         eta, severity = 0.0, "critical"
-    elif eta is not None and model.slope > 0 and eta <= WARNING_S:
+    elif (
+        eta is not None
+        and model.slope > 0
+        and eta <= WARNING_S
+        and _asymptote(*recent(w, "gpu_temp_c", lookback_s)) >= slowdown_c
+    ):
         severity = severity_for(eta)
     elif level >= slowdown_c - THERMAL_MARGIN_C:
         eta, severity = None, "info"
@@ -733,6 +755,20 @@ def thermal(
             "throttled": float(throttled),
         },
     )
+
+
+def _asymptote(t: np.ndarray, y: np.ndarray) -> float:
+    """Return the level `y` heads for if it follows Newton's law of heating, dy/dt = k (y_inf -
+    y): a line of its rate (over HEATING_STEP_S) against its level, where the rate reaches 0.
+    Infinite when the rate does not fall as the level rises, or with too few points to tell."""
+    before = np.searchsorted(t, t - HEATING_STEP_S, side="right") - 1
+    pairs = np.flatnonzero(before >= 0)
+    if len(pairs) < MIN_HEATING_PAIRS:
+        return math.inf
+    then = before[pairs]
+    rate = (y[pairs] - y[then]) / (t[pairs] - t[then])
+    slope, at_zero = _line((y[pairs] + y[then]) / 2, rate)
+    return -at_zero / slope if slope < 0 else math.inf
 
 
 # Performance degradation ---------------------------------------------------------------------

@@ -277,6 +277,24 @@ def test_it_does_not_extrapolate_a_gpu_warming_up_after_a_start() -> None:
     assert thermal(w, now_of(w)) is None
 
 
+def test_it_does_not_extrapolate_a_warming_gpu_in_its_first_minute_either() -> None:
+    # A simulated host's start, read at every checkpoint: 55 s in, its dozen whole-degree
+    # readings fit a line to 87 C in two minutes, but their rise slows as the GPU warms.
+    temps = [32, 35, 38, 40, 42, 43, 45, 47, 49, 50, 52, 53, 54, 55, 56, 57, 57, 58, 58, 59]
+    w = host(len(temps), gpu_temperature_c=temps)
+    assert all(thermal(w.upto(i), float(w.t[i])) is None for i in range(6, len(temps)))
+
+
+def test_it_warns_when_a_rise_slows_toward_a_level_past_the_slowdown_point() -> None:
+    # Cooling fails at 30 s on a warm GPU: it heads for 101 C, slowing as it goes, and
+    # reaches 87 C at 170 s.
+    t = np.arange(40) * 5.0
+    temps = np.round(np.where(t < 30, 56, 101 - 45 * np.exp(-(t - 30) / 120.0)))
+    w = host(40, gpu_temperature_c=temps)
+    first = next(i for i in range(6, 40) if thermal(w.upto(i), float(w.t[i])) is not None)
+    assert 170.0 - (w.t[first] - T0) >= 60.0
+
+
 def test_it_warns_before_the_gpu_reaches_its_slowdown_temperature() -> None:
     temps = 57 + 0.3 * 5 * np.arange(16)  # +0.3 C/s: 79.5 C now, 87 C in 25 s
     w = host(16, gpu_temperature_c=temps)
