@@ -18,7 +18,7 @@ checkpoints; bench/learning_speed.py measures them).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -103,6 +103,7 @@ THERMAL_LOOKBACK_S = 300.0
 # A GPU warming after a start: 50-60 s in, its dozen readings fit a line to the slowdown point
 # before the trend can tell them bend (2 false critical warnings in 192 healthy host-hours).
 # Its rate against its level says it heads for 52-74 C; a failing cooling's, for over 100 C.
+# That removed one of the two: the other warmed at an even 2 C per 5 s for 55 s.
 HEATING_STEP_S = 15.0  # whole degrees: the rate over one 5 s poll is mostly rounding
 MIN_HEATING_PAIRS = 4
 SLOWDOWN_C = 87.0  # NVML's slowdown threshold on H100s is about 87-90 C
@@ -513,24 +514,15 @@ def kv_cache_exhaustion(w: Window, now: float, lookback_s: float = KV_LOOKBACK_S
 def kv_cache_demand(w: Window, now: float) -> Finding | None:
     """Return a finding when requests get longer and the KV cache fills up with them, and
     have done so at every checkpoint of the last DEMAND_PERSIST_S (see _demand)."""
-    return _held(_demand, w, _demand(w, now), DEMAND_PERSIST_S)
-
-
-def _held(
-    detector: Callable[[Window, float], Finding | None],
-    w: Window,
-    found: Finding | None,
-    persist_s: float,
-) -> Finding | None:
-    """Return `found` (the `detector`'s finding on `w`) when the detector found something at
-    every checkpoint of the last `persist_s` too, and at least at the one before (slow polls)."""
+    found = _demand(w, now)
     if found is None:
         return None
-    first = min(int(np.searchsorted(w.t, w.t[-1] - persist_s)), len(w) - 2)
+    # The checkpoints of the last DEMAND_PERSIST_S, and at least the one before (slow polls).
+    first = min(int(np.searchsorted(w.t, w.t[-1] - DEMAND_PERSIST_S)), len(w) - 2)
     if first < 0:
         return None
     for i in range(first, len(w) - 1):
-        if detector(w.upto(i), float(w.t[i])) is None:
+        if _demand(w.upto(i), float(w.t[i])) is None:
             return None
     return found
 
@@ -568,7 +560,7 @@ def _demand(w: Window, now: float) -> Finding | None:
     growth = _length_growth(w)
     if not growth >= MIN_LENGTH_GROWTH:
         return None
-    # The requests that finished are shorter than usual: more of them run at once (a spike).
+    # The requests that finished are not longer than usual: more of them run at once (a spike).
     if _length_growth(w, finished_only=True) < MIN_FINISHED_GROWTH:
         return None
     return Finding(
