@@ -34,6 +34,7 @@ def _fresh_state(transactional_db: None) -> None:
 
 @pytest.mark.fleet(hosts=1)
 def test_find_read_and_acknowledge_an_incident(control_plane: ControlPlane, alice: Any) -> None:
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -73,7 +74,8 @@ def test_find_read_and_acknowledge_an_incident(control_plane: ControlPlane, alic
 
         b.find_element(By.CSS_SELECTOR, "input[name=comment]").send_keys("on it")
         b.find_element(By.CSS_SELECTOR, "#incident-actions button").click()
-        WebDriverWait(b, 15).until(
+        # The acknowledgement posts a form and the page reloads: a state read as it goes is stale.
+        WebDriverWait(b, 15, ignored_exceptions=(StaleElementReferenceException,)).until(
             lambda b: b.find_element(By.ID, "incident-state").text.startswith("acknowledged")
         )
         assert "on it" in b.find_element(By.ID, "timeline").text
