@@ -185,8 +185,8 @@ class _Recurrences:
         self.last_day = array("q", [-10] * DAY_BINS)
         self.size = array("d", [0.0] * DAY_BINS)  # signed log of the last one's size, in scales
 
-    def expected(self, t: float, z: float) -> bool:
-        """Return whether an episode starting with `z` scales at `t` recurs daily; remember it."""
+    def record(self, t: float, z: float) -> bool:
+        """Record an episode starting with `z` scales at `t`; return whether it recurs daily."""
         day, b = int(t // DAY_S), int(t % DAY_S / DAY_S * DAY_BINS)
         size = math.copysign(math.log1p(abs(z)), z)
         # A job's time wanders a little: the bins either side count as the same time.
@@ -246,11 +246,11 @@ class StreamDetector:
         log_p = self._log_p(r, departure) if self.n > WARMUP_SAMPLES else 0.0
         likelihood = min(max(log_p / LOG_P_FLOOR, 0.0), 1.0)
         starts = likelihood >= self.alarm_threshold and self.quiet == 0  # a new episode
-        daily = starts and self.recurrences.expected(t, r / max(self.scale, self._floor()))
+        daily = starts and self.recurrences.record(t, r / max(self.scale, self._floor()))
         self._learn(t, x, forecasts, r)
         return self._refractory(likelihood, daily)
 
-    def _refractory(self, likelihood: float, expected: bool = False) -> float:
+    def _refractory(self, likelihood: float, expected: bool) -> float:
         """Return `likelihood`, held under the alarm threshold while an episode is reported;
         an `expected` episode (a daily one) is held from its first sample."""
         held = min(likelihood, self.alarm_threshold * 0.99)

@@ -588,7 +588,7 @@ def _length_growth(w: Window, finished_only: bool = False) -> float:
     usual = lengths[(t >= t[-1] - oldest_gap) & (t <= t[-1] - newest_gap)]
     if len(usual) < MIN_BASELINE_STEPS:
         return math.nan
-    return float(lengths[-1] / np.median(usual))
+    return float(lengths[-1]) / median(usual)
 
 
 def _request_lengths(w: Window, finished_only: bool) -> tuple[np.ndarray, np.ndarray]:
