@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 
 from learning.prediction import DEFAULT_HORIZON_S, Forecast
 from learning.robust import Trend, clean, halves, mean, trend
@@ -258,6 +259,7 @@ def _shrink(z: float) -> float:
     return min(max((abs(z) - Z_NO_TREND) / (Z_FULL_TREND - Z_NO_TREND), 0.0), 1.0)
 
 
+@njit(cache=True)
 def _effective_n(residuals: np.ndarray) -> float:
     """Return the number of independent points the residuals are worth: positively
     autocorrelated residuals (a metric that wanders) carry less information than their count."""
@@ -266,15 +268,19 @@ def _effective_n(residuals: np.ndarray) -> float:
     return max(n * (1.0 - rho) / (1.0 + rho), 2.0) if rho > 0 else float(n)
 
 
+# Compiled (numba) like learning.robust's kernels: as numpy calls on a few dozen points, these
+# two cost more in call overhead than in arithmetic, five times per analysis.
+@njit(cache=True)
 def _sxx(t: np.ndarray) -> float:
-    d = t - mean(t)
+    d = t - t.mean()
     return float(d @ d)
 
 
+@njit(cache=True)
 def _lag1(x: np.ndarray) -> float:
-    x = x - mean(x)
-    denom = float(x @ x)
-    return float(x[:-1] @ x[1:]) / denom if denom > 0 and len(x) > 2 else 0.0
+    x = x - x.mean()
+    denom = x @ x
+    return (x[:-1] @ x[1:]) / denom if denom > 0 and len(x) > 2 else 0.0
 
 
 def _t_quantile(df: float) -> float:
