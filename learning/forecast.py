@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from numba import njit
 
 from learning.prediction import DEFAULT_HORIZON_S, Forecast
-from learning.robust import Trend, clean, halves, mean, trend
+from learning.robust import Trend, clean, floats, halves
 from learning.window import Window
 
 LOOKBACK_S = 300.0
@@ -56,11 +56,11 @@ DEFAULT_THRESHOLDS: dict[str, dict[str, float]] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class LocalTrend:
+class LocalTrend(NamedTuple):
     """A damped trend: value(h) = level + slope x g(h), h seconds after `t_ref`.
 
-    g(h) is h up to `onset_s`, then rises by at most `tau_s` more, exponentially.
+    g(h) is h up to `onset_s`, then rises by at most `tau_s` more, exponentially. A named
+    tuple, not a dataclass: the compiled fit builds them.
     """
 
     level: float
@@ -74,36 +74,9 @@ class LocalTrend:
     t_offset_s: float  # t_ref minus the mean time of the points the line was fitted on
     sxx: float  # sum of squared time deviations of those points (s^2)
 
-    def elapsed(self, h: float | np.ndarray) -> np.ndarray:
-        """Return g(h): the lead time as the trend experiences it, after damping."""
-        h = np.maximum(np.asarray(h, dtype=float), 0.0)
-        faded = self.onset_s + self.tau_s * -np.expm1(-(h - self.onset_s) / self.tau_s)
-        return np.where(h <= self.onset_s, h, faded)
-
-    def value(self, h: float | np.ndarray) -> np.ndarray:
-        return self.level + self.slope * self.elapsed(h)
-
-    def sigma_at(self, h: float | np.ndarray) -> np.ndarray:
-        """Return the standard error of a new observation `h` seconds after t_ref."""
-        return self._sigma_after(self.elapsed(h))
-
-    def _sigma_after(self, g: np.ndarray) -> np.ndarray:
-        lead = self.t_offset_s + g
-        var = 1.0 + 1.0 / self.n_eff + lead**2 / self.sxx if self.sxx > 0 else 1.0
-        return np.asarray(self.sigma * np.sqrt(var))
-
-    def path(self, h: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Return the values and the ~90 % band's lower and upper edges `h` seconds after t_ref.
-
-        Damping is a judgement, not a measurement: the band also reaches, on the trend's side,
-        as far as the undamped straight line would go.
-        """
-        g = self.elapsed(h)  # once: value, band and spread all need it
-        values = self.level + self.slope * g
-        half_width = _t_quantile(self.n_eff - 2) * self._sigma_after(g)
-        undamped = self.slope * (np.maximum(h, 0.0) - g)
-        lower = values - half_width + np.minimum(undamped, 0.0)
-        return values, lower, values + half_width + np.maximum(undamped, 0.0)
+    def value(self, h: float) -> float:
+        """Return the trend's value `h` seconds after t_ref."""
+        return float(self.level + self.slope * _elapsed(self, float(h)))
 
     def time_to(self, threshold: float) -> float | None:
         """Return seconds after t_ref until the trend reaches `threshold` from below, 0 when it
@@ -170,10 +143,19 @@ def fit_local_trend(t: np.ndarray, y: np.ndarray) -> LocalTrend | None:
     fewer than MIN_POINTS points."""
     if len(t) < MIN_POINTS:
         return None
+    return _fit(floats(t), floats(y))
+
+
+# The fit is compiled by numba, as learning.robust's kernels are: in numpy calls it cost
+# five times as much, in their overhead more than in arithmetic.
+
+
+@njit(cache=True)
+def _fit(t: np.ndarray, y: np.ndarray) -> LocalTrend:
     if (y == y[0]).all():
         # A series that did not move (GPU memory between loads, an empty queue): its line is
         # flat through its value, exactly what the pairs would give, without 1,770 of them.
-        flat = Trend(0.0, float(y[0]), float(t[-1]), 0.0, len(t), float(t[-1] - t[0]), 0.0)
+        flat = Trend(0.0, y[0], t[-1], 0.0, len(t), t[-1] - t[0], 0.0)
         return _linear(t, y, flat, "steady")
     whole, older, newer = halves(t, y)
     half = len(t) // 2
@@ -181,10 +163,11 @@ def fit_local_trend(t: np.ndarray, y: np.ndarray) -> LocalTrend | None:
     if regime == "levelling_off":
         return _levelling_off(t[half:], y[half:], older, newer)
     if regime == "changed":
-        return _linear(t[half:], y[half:], trend(t[half:], y[half:]), "changed")
+        return _linear(t[half:], y[half:], newer, "changed")
     return _linear(t, y, whole, "steady")
 
 
+@njit(cache=True)
 def _regime(older: Trend, newer: Trend, t: np.ndarray, half: int) -> str:
     """Return how the slope changed between the halves: "steady" unless the change is
     significant; then "levelling_off" when the newer half still goes the same way, slower;
@@ -199,11 +182,13 @@ def _regime(older: Trend, newer: Trend, t: np.ndarray, half: int) -> str:
     return "changed"
 
 
+@njit(cache=True)
 def _slope_se(tr: Trend, t: np.ndarray) -> float:
     sxx = _sxx(t)
     return tr.residual_scale / math.sqrt(sxx) if sxx > 0 else math.inf
 
 
+@njit(cache=True)
 def _linear(t: np.ndarray, y: np.ndarray, tr: Trend, regime: str) -> LocalTrend:
     """A straight line trusted for as long as it was observed, then fading over as long again."""
     keep = _shrink(tr.z)
@@ -219,11 +204,12 @@ def _linear(t: np.ndarray, y: np.ndarray, tr: Trend, regime: str) -> LocalTrend:
         regime=regime if keep > 0 else "flat",
         sigma=tr.residual_scale,
         n_eff=n_eff,
-        t_offset_s=float(tr.t_ref - mean(t)),
+        t_offset_s=(tr.t_ref - t).mean(),
         sxx=_sxx(t) * n_eff / len(t),
     )
 
 
+@njit(cache=True)
 def _levelling_off(t: np.ndarray, y: np.ndarray, older: Trend, newer: Trend) -> LocalTrend:
     """An exponential approach: the slope shrinks by newer/older every `gap` seconds.
 
@@ -244,15 +230,17 @@ def _levelling_off(t: np.ndarray, y: np.ndarray, older: Trend, newer: Trend) -> 
         regime="levelling_off",
         sigma=newer.residual_scale,
         n_eff=n_eff,
-        t_offset_s=float(newer.t_ref - mean(t)),
+        t_offset_s=(newer.t_ref - t).mean(),
         sxx=_sxx(t) * n_eff / len(t),
     )
 
 
+@njit(cache=True)
 def _middle(tr: Trend) -> float:
     return tr.t_ref - tr.span_s / 2
 
 
+@njit(cache=True)
 def _shrink(z: float) -> float:
     """Return how much of a slope to keep for its Mann-Kendall z: none when its direction is
     not consistent, all of it when it clearly is."""
@@ -268,11 +256,10 @@ def _effective_n(residuals: np.ndarray) -> float:
     return max(n * (1.0 - rho) / (1.0 + rho), 2.0) if rho > 0 else float(n)
 
 
-# Compiled (numba) like learning.robust's kernels: as numpy calls on a few dozen points, these
-# two cost more in call overhead than in arithmetic, five times per analysis.
 @njit(cache=True)
 def _sxx(t: np.ndarray) -> float:
-    d = t - t.mean()
+    d = t - t[0]  # epoch seconds are large: the deviations are taken from small numbers
+    d -= d.mean()
     return float(d @ d)
 
 
@@ -283,11 +270,47 @@ def _lag1(x: np.ndarray) -> float:
     return (x[:-1] @ x[1:]) / denom if denom > 0 and len(x) > 2 else 0.0
 
 
+@njit(cache=True)
 def _t_quantile(df: float) -> float:
     """Return Student's t 95th percentile (Cornish-Fisher: within 1 % from 10 degrees of freedom,
     5 % at 4)."""
     df = max(df, 1.0)
     return BAND_Z + (BAND_Z**3 + BAND_Z) / (4.0 * df)
+
+
+@njit(cache=True)
+def _elapsed(model: LocalTrend, h: float) -> float:
+    """Return g(h): the lead time `h` as the trend experiences it, after damping."""
+    h = max(h, 0.0)
+    if h <= model.onset_s:
+        return h
+    return model.onset_s - model.tau_s * math.expm1(-(h - model.onset_s) / model.tau_s)
+
+
+@njit(cache=True)
+def _projection(
+    model: LocalTrend, h: np.ndarray, low: float, high: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return the values and the ~90 % band's lower and upper edges `h` seconds after t_ref,
+    kept within [low, high].
+
+    The band comes from the line's prediction interval at the damped lead. Damping is a
+    judgement, not a measurement: the band also reaches, on the trend's side, as far as the
+    undamped straight line would go.
+    """
+    t_q = _t_quantile(model.n_eff - 2)
+    values, lower, upper = np.empty(len(h)), np.empty(len(h)), np.empty(len(h))
+    for k in range(len(h)):
+        g = _elapsed(model, h[k])
+        value = model.level + model.slope * g
+        lead = model.t_offset_s + g
+        var = 1.0 + 1.0 / model.n_eff + lead**2 / model.sxx if model.sxx > 0 else 1.0
+        half_width = t_q * model.sigma * math.sqrt(var)
+        undamped = model.slope * (max(h[k], 0.0) - g)
+        values[k] = min(max(value, low), high)
+        lower[k] = min(max(value - half_width + min(undamped, 0.0), low), high)
+        upper[k] = min(max(value + half_width + max(undamped, 0.0), low), high)
+    return values, lower, upper
 
 
 def _bounds(metric: str) -> tuple[float, float]:
@@ -325,14 +348,13 @@ def forecast(
         return Forecast(metric, [], [], [], [], {name: None for name in limits})
     times = now + horizon_s * np.arange(1, steps + 1) / steps
     lead = times - model.t_ref
-    low, high = _bounds(metric)
-    values, lower, upper = model.path(lead)
+    values, lower, upper = _projection(model, lead, *_bounds(metric))
     return Forecast(
         metric=metric,
         times=times.tolist(),
-        values=np.clip(values, low, high).tolist(),
-        lower=np.clip(lower, low, high).tolist(),
-        upper=np.clip(upper, low, high).tolist(),
+        values=values.tolist(),
+        lower=lower.tolist(),
+        upper=upper.tolist(),
         crossings={name: _crossing(model, v, now, horizon_s) for name, v in limits.items()},
     )
 

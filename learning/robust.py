@@ -9,7 +9,7 @@ On 120 points that is 7,140 pairs: about 20 microseconds, in loops compiled by n
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from numba import njit
@@ -20,9 +20,9 @@ TRIM_SIGMAS = 3.0  # residuals further out than this are outliers
 TRIM_VARIANCE_KEPT = 0.9733  # the share of a normal's variance within +-3 sigma
 
 
-@dataclass(frozen=True, slots=True)
-class Trend:
-    """A robust straight line through one series, and how consistent its direction is."""
+class Trend(NamedTuple):
+    """A robust straight line through one series, and how consistent its direction is (a named
+    tuple, not a dataclass: the compiled kernels below build them)."""
 
     slope: float  # units per second (Theil-Sen)
     level: float  # the line's value at `t_ref`
@@ -85,60 +85,63 @@ def trend(t: np.ndarray, y: np.ndarray, t_ref: float | None = None, with_z: bool
     if n < 2:
         level = float(y[0]) if n else math.nan
         return Trend(0.0, level, ref, 0.0, n, 0.0, 0.0)
-    t, y = _floats(t), _floats(y)
-    slopes, _, _, signs = _pair_slopes(t, y, 0)
-    z = _mann_kendall_z(signs, y) if with_z else 0.0
-    return _trend(t, y, slopes, ref, z)
+    return _trend(floats(t), floats(y), ref, with_z)
 
 
-def halves(t: np.ndarray, y: np.ndarray) -> tuple[Trend, Trend, Trend]:
-    """Return the trends of the whole series (with z), of its older half and of its newer half
-    (without), from one set of pairs: each half's pairs are a subset of the whole's.
-
-    Exactly `trend(t, y)`, `trend(t[:h], y[:h], with_z=False)` and `trend(t[h:], y[h:],
-    with_z=False)` for h = len(t) // 2, at about half the cost. Needs 4 points or more.
-    """
-    t, y = _floats(t), _floats(y)
-    half = len(t) // 2
-    whole, older, newer, signs = _pair_slopes(t, y, half)
-    return (
-        _trend(t, y, whole, float(t[-1]), _mann_kendall_z(signs, y)),
-        _trend(t[:half], y[:half], older, float(t[half - 1]), 0.0),
-        _trend(t[half:], y[half:], newer, float(t[-1]), 0.0),
-    )
-
-
-def _floats(x: np.ndarray) -> np.ndarray:
-    """The kernels below are compiled for contiguous float64 arrays: one version, no recompiles."""
+def floats(x: np.ndarray) -> np.ndarray:
+    """Return `x` as the compiled kernels take it, a contiguous float64 array (one compiled
+    version each, no recompiling for other types)."""
     return np.ascontiguousarray(x, dtype=np.float64)
-
-
-def _trend(t: np.ndarray, y: np.ndarray, slopes: np.ndarray, ref: float, z: float) -> Trend:
-    slope, level, scale = _line(t, y, slopes, ref)
-    return Trend(slope, level, ref, z, len(t), float(t[-1] - t[0]), scale)
 
 
 # The kernels, compiled by numba on first use (and cached on disk). As numpy calls they were
 # most of an analysis' cost: about 40 calls per fit, each dominated by its own overhead on
-# arrays this short. Compiled, `halves` costs a seventh of that (bench/analysis_speed.py).
+# arrays this short. Compiled, a fit costs about a fifth (bench/analysis_speed.py).
+
+
+@njit(cache=True)
+def _trend(t: np.ndarray, y: np.ndarray, ref: float, with_z: bool) -> Trend:
+    slopes, _, _, signs, _ = _pair_slopes(t, y, 0)
+    return _line(t, y, slopes, ref, _mann_kendall_z(signs, y) if with_z else 0.0)
+
+
+@njit(cache=True)
+def halves(t: np.ndarray, y: np.ndarray) -> tuple[Trend, Trend, Trend]:
+    """Return the trends of the whole series, of its older half (without z) and of its newer
+    half, from one set of pairs: each half's pairs are a subset of the whole's.
+
+    Exactly `trend(t, y)`, `trend(t[:h], y[:h], with_z=False)` and `trend(t[h:], y[h:])` for
+    h = len(t) // 2, at about half the cost. Needs 4 points or more, as floats().
+    """
+    half = len(t) // 2
+    whole, older, newer, signs, newer_signs = _pair_slopes(t, y, half)
+    return (
+        _line(t, y, whole, t[-1], _mann_kendall_z(signs, y)),
+        _line(t[:half], y[:half], older, t[half - 1], 0.0),
+        _line(t[half:], y[half:], newer, t[-1], _mann_kendall_z(newer_signs, y[half:])),
+    )
 
 
 @njit(cache=True)
 def _pair_slopes(
     t: np.ndarray, y: np.ndarray, half: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float]:
     """Return the slopes of every pair of points, of the pairs within the older `half` points
-    and of those within the newer rest (both empty when `half` is 0), and the pairs' sign
-    sum. Two checkpoints can share a timestamp: such a pair has no slope, but a sign."""
+    and of those within the newer rest (both empty when `half` is 0), and the sign sums of
+    all pairs and of the newer ones. Two checkpoints can share a timestamp: such a pair has
+    no slope, but a sign."""
     n = len(t)
     m = n * (n - 1) // 2
     whole, older, newer = np.empty(m), np.empty(m), np.empty(m)
     n_whole = n_older = n_newer = 0
-    signs = 0.0
+    signs = newer_signs = 0.0
     for i in range(n):
         for j in range(i + 1, n):
             dy = y[j] - y[i]
-            signs += (dy > 0) - (dy < 0)
+            sign = (dy > 0) - (dy < 0)
+            signs += sign
+            if half and i >= half:
+                newer_signs += sign
             dt = t[j] - t[i]
             if dt > 0:
                 slope = dy / dt
@@ -150,19 +153,18 @@ def _pair_slopes(
                 elif half and i >= half:
                     newer[n_newer] = slope
                     n_newer += 1
-    return whole[:n_whole], older[:n_older], newer[:n_newer], signs
+    return whole[:n_whole], older[:n_older], newer[:n_newer], signs, newer_signs
 
 
 @njit(cache=True)
-def _line(
-    t: np.ndarray, y: np.ndarray, slopes: np.ndarray, ref: float
-) -> tuple[float, float, float]:
-    """Return the Theil-Sen line through `y` from its pairs' `slopes`: slope, level at `ref`,
-    and the robust sigma of the points around it."""
+def _line(t: np.ndarray, y: np.ndarray, slopes: np.ndarray, ref: float, z: float) -> Trend:
+    """Return the Theil-Sen line through `y` from its pairs' `slopes`, with the level at `ref`
+    and Mann-Kendall's `z` as given."""
     slope = np.median(slopes) if len(slopes) else 0.0
     moved = y - slope * (t - ref)
     level = np.median(moved)
-    return slope, level, _residual_sigma(moved - level, 2)
+    scale = _residual_sigma(moved - level, 2)
+    return Trend(slope, level, ref, z, len(t), t[-1] - t[0], scale)
 
 
 @njit(cache=True)
