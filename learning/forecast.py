@@ -76,7 +76,7 @@ class LocalTrend(NamedTuple):
 
     def value(self, h: float) -> float:
         """Return the trend's value `h` seconds after t_ref."""
-        return float(self.level + self.slope * _elapsed(self, float(h)))
+        return self.level + self.slope * _elapsed(float(h), self.onset_s, self.tau_s)
 
     def time_to(self, threshold: float) -> float | None:
         """Return seconds after t_ref until the trend reaches `threshold` from below, 0 when it
@@ -278,35 +278,50 @@ def _t_quantile(df: float) -> float:
     return BAND_Z + (BAND_Z**3 + BAND_Z) / (4.0 * df)
 
 
+# The projection's kernels take the trend's figures one by one: numba reads a float argument
+# in C, but a named tuple argument in Python, which cost more than the projection itself.
+
+
 @njit(cache=True)
-def _elapsed(model: LocalTrend, h: float) -> float:
-    """Return g(h): the lead time `h` as the trend experiences it, after damping."""
+def _elapsed(h: float, onset_s: float, tau_s: float) -> float:
+    """Return g(h): the lead time `h` as a trend damped after `onset_s` over `tau_s`
+    experiences it."""
     h = max(h, 0.0)
-    if h <= model.onset_s:
+    if h <= onset_s:
         return h
-    return model.onset_s - model.tau_s * math.expm1(-(h - model.onset_s) / model.tau_s)
+    return onset_s - tau_s * math.expm1(-(h - onset_s) / tau_s)
 
 
 @njit(cache=True)
 def _projection(
-    model: LocalTrend, h: np.ndarray, low: float, high: float
+    h: np.ndarray,
+    low: float,
+    high: float,
+    level: float,
+    slope: float,
+    onset_s: float,
+    tau_s: float,
+    sigma: float,
+    n_eff: float,
+    t_offset_s: float,
+    sxx: float,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Return the values and the ~90 % band's lower and upper edges `h` seconds after t_ref,
-    kept within [low, high].
+    """Return a LocalTrend's values and ~90 % band's lower and upper edges `h` seconds after
+    its t_ref, kept within [low, high].
 
     The band comes from the line's prediction interval at the damped lead. Damping is a
     judgement, not a measurement: the band also reaches, on the trend's side, as far as the
     undamped straight line would go.
     """
-    t_q = _t_quantile(model.n_eff - 2)
+    t_q = _t_quantile(n_eff - 2)
     values, lower, upper = np.empty(len(h)), np.empty(len(h)), np.empty(len(h))
     for k in range(len(h)):
-        g = _elapsed(model, h[k])
-        value = model.level + model.slope * g
-        lead = model.t_offset_s + g
-        var = 1.0 + 1.0 / model.n_eff + lead**2 / model.sxx if model.sxx > 0 else 1.0
-        half_width = t_q * model.sigma * math.sqrt(var)
-        undamped = model.slope * (max(h[k], 0.0) - g)
+        g = _elapsed(h[k], onset_s, tau_s)
+        value = level + slope * g
+        lead = t_offset_s + g
+        var = 1.0 + 1.0 / n_eff + lead**2 / sxx if sxx > 0 else 1.0
+        half_width = t_q * sigma * math.sqrt(var)
+        undamped = slope * (max(h[k], 0.0) - g)
         values[k] = min(max(value, low), high)
         lower[k] = min(max(value - half_width + min(undamped, 0.0), low), high)
         upper[k] = min(max(value + half_width + max(undamped, 0.0), low), high)
@@ -348,7 +363,11 @@ def forecast(
         return Forecast(metric, [], [], [], [], {name: None for name in limits})
     times = now + horizon_s * np.arange(1, steps + 1) / steps
     lead = times - model.t_ref
-    values, lower, upper = _projection(model, lead, *_bounds(metric))
+    low, high = _bounds(metric)
+    m = model
+    values, lower, upper = _projection(
+        lead, low, high, m.level, m.slope, m.onset_s, m.tau_s, m.sigma, m.n_eff, m.t_offset_s, m.sxx
+    )
     return Forecast(
         metric=metric,
         times=times.tolist(),
