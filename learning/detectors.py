@@ -273,8 +273,9 @@ def _gpu_memory(w: Window, start: int) -> tuple[np.ndarray, np.ndarray, float, i
     single = len(counts) == 0 or not np.nanmax(counts, initial=0.0) > 1
     per_gpu = not single and len(cps) == len(t)
     used, total = np.zeros((0, 0)), np.zeros((0, 0))
-    if per_gpu and "gpu_used" in w.cache:  # read once per checkpoint (learning.window.row)
-        used, total = w.cache["gpu_used"][start:], w.cache["gpu_total"][start:]
+    if per_gpu and "rows" in w.cache:  # read once per checkpoint (learning.window.row)
+        rows = w.cache["rows"][start:]
+        used, total = padded([r.gpu_used for r in rows]), padded([r.gpu_total for r in rows])
     elif per_gpu:
         used, total = _per_gpu(cps)
     if used.size == 0:
@@ -856,13 +857,13 @@ def _compare(
     k = len(current)
     if rank < max(0.5 + RANK_SIGMAS * math.sqrt(1.0 / 12.0 / k), MIN_RANK):
         return None
-    baselines = np.array([np.median(past[row]) for row in matches])
+    baselines = np.array([median(past[row]) for row in matches])
     with np.errstate(divide="ignore", invalid="ignore"):
         ratios = current / baselines if higher_worse else baselines / current
     ratio = float(np.median(ratios))
     if not math.isfinite(ratio) or ratio < DEGRADED_RATIO["info"]:
         return None
-    median_now, median_then = float(np.median(current)), float(np.median(baselines))
+    median_now, median_then = median(current), median(baselines)
     return _Comparison(metric, ratio, median_now, median_then, rank, k)
 
 

@@ -110,7 +110,7 @@ class Window:
     checkpoints: Sequence[dict[str, Any]] = field(repr=False, default=())
     # What several readers of one window need, worked out once: the run's start, local trends,
     # queue pressure (learning.forecast, learning.detectors), and from from_rows() the whole
-    # matrix of series and the per-GPU memory.
+    # matrix of series and the rows themselves.
     cache: dict[Any, Any] = field(repr=False, compare=False, default_factory=dict)
 
     def __len__(self) -> int:
@@ -197,12 +197,8 @@ def from_rows(
         [r.state for r in rows],
         [r.checkpoint for r in rows],
         # Read once per checkpoint, kept whole: the pattern model's features read every series
-        # (rows x SERIES), the GPU memory leak detector every GPU (rows x GPUs, NaN-padded).
-        cache={
-            "matrix": matrix,
-            "gpu_used": padded([r.gpu_used for r in rows]),
-            "gpu_total": padded([r.gpu_total for r in rows]),
-        },
+        # (rows x SERIES), the GPU memory leak detector every GPU of a multi-GPU host.
+        cache={"matrix": matrix, "rows": rows},
     )
 
 
