@@ -96,7 +96,7 @@ def floats(x: np.ndarray) -> np.ndarray:
 
 # The kernels, compiled by numba on first use (and cached on disk). As numpy calls they were
 # most of an analysis' cost: about 40 calls per fit, each dominated by its own overhead on
-# arrays this short. Compiled, a fit costs about a fifth (bench/analysis_speed.py).
+# arrays this short. Compiled, a fit costs about a fifth as much.
 
 
 @njit(cache=True)
