@@ -28,39 +28,26 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# Run inside each tree: `python -c CHILD TREE DATA train|replay`. Only names both trees have.
+# Run inside each tree: `python -c CHILD TREE DATA train|replay MODEL`, with that tree's own
+# bench/analysis_speed.py (graph_of, replay_ms) and learning code.
 CHILD = """
-import pickle, sys, time
-sys.path.insert(0, sys.argv[1])
-data, step = sys.argv[2], sys.argv[3]
+import pickle, statistics, sys
+sys.path[:0] = [sys.argv[1], sys.argv[1] + "/bench"]
+from analysis_speed import graph_of, replay_ms
+data, step, saved = sys.argv[2:5]
 if step == "train":
     from learning import patterns
     from learning.history import training_set
-    from learning.state_graph import StateGraph
     history = pickle.load(open(data + "/history.pkl", "rb"))
     windows, labels, groups = training_set([(r.group, r.checkpoints) for r in history])
     model = patterns.train(windows, labels, groups=groups, provenance="bench")
-    graph = StateGraph()
-    for run in history:
-        for cp in run.checkpoints:
-            graph.extend(cp.get("transitions") or [], host=run.group)
-    last = max(float(r.checkpoints[-1]["collected_at"]) for r in history)
-    pickle.dump((model, graph.model(last)), open(sys.argv[4], "wb"))
+    pickle.dump((model, graph_of(history)), open(saved, "wb"))
 else:
-    from learning.predict import HostAnalyzer
     runs = pickle.load(open(data + "/replayed.pkl", "rb"))
-    model, graph = pickle.load(open(sys.argv[4], "rb"))
-    def replay(m, g):
-        n, began = 0, time.process_time()
-        for run in runs:
-            analyzer = HostAnalyzer()
-            for cp in run.checkpoints:
-                analyzer.add(cp)
-                analyzer.analyze(float(cp["collected_at"]), model=m, graph=g)
-                n += 1
-        return (time.process_time() - began) / n * 1000
-    replay(model, graph)  # compiled code and caches warm, as in a running worker
-    print(replay(model, graph), replay(None, None))
+    model, graph = pickle.load(open(saved, "rb"))
+    replay_ms(runs, model, graph)  # compiled code and caches warm, as in a running worker
+    for m, g in ((model, graph), (None, None)):
+        print(statistics.fmean(replay_ms(runs, m, g).values()))
 """
 
 

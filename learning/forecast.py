@@ -78,6 +78,14 @@ class LocalTrend(NamedTuple):
         """Return the trend's value `h` seconds after t_ref."""
         return self.level + self.slope * _elapsed(float(h), self.onset_s, self.tau_s)
 
+    def path(
+        self, h: np.ndarray, low: float, high: float
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Return the values and the ~90 % band's lower and upper edges `h` seconds after
+        t_ref, kept within [low, high] (_projection)."""
+        return _projection(h, low, high, self.level, self.slope, self.onset_s, self.tau_s,
+                           self.sigma, self.n_eff, self.t_offset_s, self.sxx)  # fmt: skip
+
     def time_to(self, threshold: float) -> float | None:
         """Return seconds after t_ref until the trend reaches `threshold` from below, 0 when it
         is already there, None when it never does."""
@@ -363,11 +371,7 @@ def forecast(
         return Forecast(metric, [], [], [], [], {name: None for name in limits})
     times = now + horizon_s * np.arange(1, steps + 1) / steps
     lead = times - model.t_ref
-    low, high = _bounds(metric)
-    m = model
-    values, lower, upper = _projection(
-        lead, low, high, m.level, m.slope, m.onset_s, m.tau_s, m.sigma, m.n_eff, m.t_offset_s, m.sxx
-    )
+    values, lower, upper = model.path(lead, *_bounds(metric))
     return Forecast(
         metric=metric,
         times=times.tolist(),

@@ -69,7 +69,7 @@ def robust_scale(x: np.ndarray, centre: float | None = None) -> float:
     """
     if len(x) == 0:
         return 0.0
-    x = np.asarray(x, dtype=float)
+    x = floats(x)
     return float(_scale_around(x, median(x) if centre is None else float(centre)))
 
 
