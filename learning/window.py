@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from agent.checkpoint import ERROR_CATEGORIES
+
 Getter = Callable[[dict[str, Any]], float | None]
 
 
@@ -99,6 +101,16 @@ SERIES: dict[str, Getter] = {
 
 SERIES_INDEX = {name: i for i, name in enumerate(SERIES)}
 
+# The events a checkpoint reports (those since the agent's previous one), counted by kind: the
+# pattern model sums them over a window. A window's matrix keeps them after the series, so
+# they are counted once per checkpoint, not once per analysis.
+GPU_FAULT_KINDS = frozenset(
+    {"xid", "ecc_dbe", "remapped_rows_pending", "remapped_rows_failure", "fallen_off_bus"}
+)
+EVENTS = (*(f"errors_{c}" for c in ERROR_CATEGORIES), "gpu_fault_events", "thermal_events")
+COLUMNS = (*SERIES, *EVENTS)  # of a window's matrix
+COLUMN_INDEX = {name: i for i, name in enumerate(COLUMNS)}
+
 
 @dataclass
 class Window:
@@ -151,7 +163,7 @@ class Row:
     """One checkpoint's figures, read once: a stream of them builds windows cheaply."""
 
     t: float
-    values: tuple[float, ...]  # in SERIES order
+    values: tuple[float, ...]  # in COLUMNS order: the series, then the event counts
     state: str
     checkpoint: dict[str, Any] = field(repr=False, compare=False)
     # Each GPU's used and total memory (bytes), in the checkpoint's order.
@@ -166,12 +178,28 @@ def row(checkpoint: dict[str, Any]) -> Row:
     used, total = gpu_memory(checkpoint)
     return Row(
         t=float(checkpoint.get("collected_at") or 0.0),
-        values=tuple(_num(get(checkpoint)) for get in SERIES.values()),
+        values=(*(_num(get(checkpoint)) for get in SERIES.values()), *events(checkpoint)),
         state=str(checkpoint.get("lifecycle_state") or "unknown"),
         checkpoint=checkpoint,
         gpu_used=used,
         gpu_total=total,
     )
+
+
+def events(checkpoint: dict[str, Any]) -> tuple[float, ...]:
+    """Return the counts of the events `checkpoint` reports, in EVENTS order. An error without
+    a usable count counts once; entries that are not objects are skipped."""
+    counts = dict.fromkeys(ERROR_CATEGORIES, 0.0)
+    faults = thermal = 0.0
+    for e in _listed(checkpoint.get("errors")):
+        if isinstance(e, dict) and e.get("category") in counts:
+            count = _num(e.get("count"))
+            counts[e["category"]] += count if count > 0 else 1.0
+    for g in _listed(checkpoint.get("gpu_events")):
+        kind = g.get("kind") if isinstance(g, dict) else None
+        faults += kind in GPU_FAULT_KINDS
+        thermal += kind == "thermal_throttle"
+    return (*counts.values(), faults, thermal)
 
 
 def gpu_memory(checkpoint: dict[str, Any]) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -186,10 +214,10 @@ def gpu_memory(checkpoint: dict[str, Any]) -> tuple[tuple[float, ...], tuple[flo
 def from_rows(
     rows: Sequence[Row], matrix: np.ndarray | None = None, t: np.ndarray | None = None
 ) -> Window:
-    """Return the window of `rows`, which must be oldest first. `matrix` (rows x SERIES) and
+    """Return the window of `rows`, which must be oldest first. `matrix` (rows x COLUMNS) and
     `t`, when given, are their figures already read (learning.window.Rows keeps them)."""
     if matrix is None:
-        matrix = np.array([r.values for r in rows], dtype=float).reshape(len(rows), len(SERIES))
+        matrix = np.array([r.values for r in rows], dtype=float).reshape(len(rows), len(COLUMNS))
     series = {name: matrix[:, i] for i, name in enumerate(SERIES)}
     return Window(
         np.array([r.t for r in rows]) if t is None else t,
@@ -197,7 +225,8 @@ def from_rows(
         [r.state for r in rows],
         [r.checkpoint for r in rows],
         # Read once per checkpoint, kept whole: the pattern model's features read every series
-        # (rows x SERIES), the GPU memory leak detector every GPU of a multi-GPU host.
+        # and event count (rows x COLUMNS), the GPU memory leak detector every GPU of a
+        # multi-GPU host.
         cache={"matrix": matrix, "rows": rows},
     )
 
@@ -208,7 +237,7 @@ class Rows:
 
     def __init__(self) -> None:
         self._rows: deque[Row] = deque()
-        self._matrix = np.empty((64, 1 + len(SERIES)))  # column 0: the time
+        self._matrix = np.empty((64, 1 + len(COLUMNS)))  # column 0: the time
         self._first = 0  # the matrix row of the oldest row
 
     def __len__(self) -> int:
@@ -269,6 +298,10 @@ def _num(value: Any) -> float:
     except (TypeError, ValueError):
         return math.nan
     return number if math.isfinite(number) else math.nan
+
+
+def _listed(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def _bool(value: Any) -> float | None:

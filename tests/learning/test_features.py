@@ -10,7 +10,7 @@ import numpy as np
 from agent.checkpoint import ErrorEvent, to_dict
 from agent.lifecycle import LifecycleState as S
 from learning.features import FEATURE_NAMES, INDEX, features
-from learning.window import window
+from learning.window import Window, window
 from tests.factories import GIB, make_checkpoint
 
 T0 = 1_781_503_200.0
@@ -90,6 +90,38 @@ def test_it_counts_errors_by_category_and_notes_the_lifecycle_state() -> None:
 
 
 def test_it_reads_only_the_last_ten_minutes_of_a_longer_window() -> None:
-    long, now = _window(240, kv_cache_usage_pct=lambda i: 90.0 if i < 100 else 30.0)
-    short, _ = _window(240, kv_cache_usage_pct=lambda i: 30.0)
+    oom = ErrorEvent(category="cuda_oom", message="torch.OutOfMemoryError")
+    long, now = _window(
+        240,
+        kv_cache_usage_pct=lambda i: 90.0 if i < 100 else 30.0,
+        errors=lambda i: [oom] if i in (5, 200) else [],
+    )
+    short, _ = _window(
+        240, kv_cache_usage_pct=lambda i: 30.0, errors=lambda i: [oom] if i == 200 else []
+    )
     assert np.allclose(features(long, now), features(short, now), equal_nan=True)
+    assert _get(features(long, now), "errors_cuda_oom") == 1.0
+
+
+def test_a_window_built_by_hand_gives_the_same_features_as_one_read_from_rows() -> None:
+    # Windows read from checkpoints carry a matrix of every column; one built from series
+    # (learning.window.Window, or upto/since) has none, and its events come from checkpoints.
+    oom = ErrorEvent(category="cuda_oom", message="torch.OutOfMemoryError", count=3)
+    w, now = _window(
+        100,
+        gpu_memory_used_bytes=lambda i: (60 + i / 10) * GIB,
+        kv_cache_usage_pct=lambda i: 20.0 + (i % 9),
+        errors=lambda i: [oom] if i in (40, 90) else [],
+        lifecycle_state=lambda i: S.FAILED_CUDA_OOM if 60 <= i < 64 else S.SERVING,
+    )
+    by_hand = Window(w.t, w.series, w.states, w.checkpoints)
+    assert "matrix" in w.cache and "matrix" not in by_hand.cache
+    x, y = features(w, now), features(by_hand, now)
+    assert np.allclose(x, y, equal_nan=True, rtol=1e-12)
+    assert _get(y, "errors_cuda_oom") == 6.0
+    # Without checkpoints there are no events to count, and the rest stays the same.
+    bare = features(Window(w.t, w.series, w.states), now)
+    assert _get(bare, "errors_cuda_oom") == 0.0
+    assert np.allclose(
+        bare[: INDEX["errors_cuda_oom"]], x[: INDEX["errors_cuda_oom"]], equal_nan=True
+    )

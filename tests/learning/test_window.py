@@ -5,7 +5,7 @@ import math
 import numpy as np
 
 from agent.checkpoint import to_dict
-from learning.window import Row, Rows, from_rows, row, window
+from learning.window import COLUMN_INDEX, EVENTS, Row, Rows, events, from_rows, row, window
 from tests.factories import GIB, make_checkpoint
 
 
@@ -33,6 +33,27 @@ def test_it_turns_garbage_into_missing_values() -> None:
     cp["gpus"] = [{"temperature_c": float("inf")}]
     w = window([cp])
     assert math.isnan(w["kv_cache_usage_pct"][0]) and math.isnan(w["gpu_temp_c"][0])
+
+
+def test_it_counts_the_events_of_each_checkpoint_and_skips_malformed_ones() -> None:
+    cp = to_dict(make_checkpoint(collected_at=1.0))
+    cp["errors"] = [
+        {"category": "cuda_oom", "message": "torch.OutOfMemoryError", "count": 4},
+        {"category": "cuda_oom", "count": "many"},  # no usable count: counts once
+        {"category": "nccl_error", "count": 0},
+        {"category": "not_a_category", "count": 9},
+        "not an object",
+    ]
+    cp["gpu_events"] = [{"kind": "xid"}, {"kind": "ecc_dbe"}, {"kind": "thermal_throttle"}, 7]
+    counts = dict(zip(EVENTS, events(cp), strict=True))
+    assert counts["errors_cuda_oom"] == 5.0 and counts["errors_nccl_error"] == 1.0
+    assert counts["gpu_fault_events"] == 2.0 and counts["thermal_events"] == 1.0
+    assert sum(counts.values()) == 9.0
+    # Kept in the window's matrix after the series.
+    w = window([cp])
+    assert w.cache["matrix"][0, COLUMN_INDEX["errors_cuda_oom"]] == 5.0
+    cp["errors"], cp["gpu_events"] = "garbage", None
+    assert sum(events(cp)) == 0.0
 
 
 def test_a_hosts_rows_give_the_same_window_as_reading_them_afresh() -> None:
