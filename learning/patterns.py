@@ -35,6 +35,7 @@ import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -172,6 +173,14 @@ class TypeModel:
     shift: float
     held_out: dict[str, float] = field(default_factory=dict)
 
+    @cached_property
+    def coverage(self) -> np.ndarray:
+        """The COVERAGE_FEATURES features this type relies on most (derived, not saved)."""
+        return np.argpartition(self.importance, -COVERAGE_FEATURES)[-COVERAGE_FEATURES:]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "coverage"}
+
     def probability(self, raw: np.ndarray | float) -> Any:
         """Return the calibrated probability of the classifier's raw score(s)."""
         return _sigmoid(self.scale * np.asarray(raw, dtype=float) + self.shift)
@@ -191,6 +200,21 @@ class PatternModel:
     low: np.ndarray  # per feature: 1st and 99th percentiles of all training windows
     high: np.ndarray
     card: dict[str, Any] = field(default_factory=dict)
+
+    @cached_property
+    def calibrations(self) -> tuple[list[TypeModel], np.ndarray, np.ndarray, np.ndarray]:
+        """Every type model with its classifier's head, scale and shift, as arrays that
+        calibrate all of them at once (derived, not saved)."""
+        types = list(self.types.values())
+        return (
+            types,
+            np.array([tm.classifier_head for tm in types], dtype=np.int64),
+            np.array([tm.scale for tm in types]),
+            np.array([tm.shift for tm in types]),
+        )
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "calibrations"}
 
 
 # ---------------------------------------------------------------- training
@@ -569,10 +593,7 @@ def predict(
     x = features(window, now)
     x[~np.isfinite(x)] = math.nan
     raw = model.forest.raw(x)
-    types = list(model.types.values())
-    heads = np.array([tm.classifier_head for tm in types])
-    scales = np.array([tm.scale for tm in types])
-    shifts = np.array([tm.shift for tm in types])
+    types, heads, scales, shifts = model.calibrations
     probabilities = _sigmoid(scales * raw[heads] + shifts).tolist()  # as tm.probability, at once
     found = [
         _prediction(model, tm, x, raw, p, explain)
@@ -587,7 +608,7 @@ def _prediction(
 ) -> Prediction:
     ttf = None
     if tm.regressor_head is not None:
-        ttf = round(float(np.clip(raw[tm.regressor_head], 0.0, model.horizon_s)), 1)
+        ttf = round(min(max(float(raw[tm.regressor_head]), 0.0), model.horizon_s), 1)
     return Prediction(
         failure_type=tm.failure_type,
         probability=round(p, 4),
@@ -600,7 +621,7 @@ def _prediction(
 
 
 def _confidence(model: PatternModel, tm: TypeModel, x: np.ndarray) -> float:
-    top = np.argpartition(tm.importance, -COVERAGE_FEATURES)[-COVERAGE_FEATURES:]
+    top = tm.coverage
     values, low, high = x[top], model.low[top], model.high[top]
     inside = np.isnan(values) | np.isnan(low) | ((values >= low) & (values <= high))
     support = min(1.0, tm.positives / SUPPORT_FULL)

@@ -233,6 +233,7 @@ class StateModel:
         self.failed = np.array([s in FAILED_STATES for s in states], dtype=bool)
         self._survival: dict[str, _Survival | None] = {}
         self._failing: dict[float, np.ndarray] = {}  # horizon -> _failing_in's table
+        self._after_jump: dict[tuple[int, float], tuple[np.ndarray, np.ndarray]] = {}
 
     # Fitted figures ---------------------------------------------------------------------------
 
@@ -324,13 +325,21 @@ class StateModel:
         multiplied by where the jump leads and the chance of failing from there in the time
         left (exp(Q dt) applied step by step, averaged over each step's two ends).
         """
-        steps = CONDITION_STEPS
-        u = np.linspace(0.0, horizon_s, steps + 1)
+        u, after_jump = self._after_jump_from(i, horizon_s)
         left = 1.0 - survival.at_many(elapsed_s + u) / survival.at(elapsed_s)
         leave = np.diff(left)  # chance of leaving during each step
-        after_jump = np.einsum("j,mjf->mf", self.jump_matrix[i], self._failing_in(horizon_s))
         result: np.ndarray = leave @ after_jump
         return result
+
+    def _after_jump_from(self, i: int, horizon_s: float) -> tuple[np.ndarray, np.ndarray]:
+        """Return the steps' times and, for each step, the chance of failing after a jump out
+        of state `i` then: the same for every host in that state, so worked out once."""
+        key = (i, horizon_s)
+        if key not in self._after_jump:
+            u = np.linspace(0.0, horizon_s, CONDITION_STEPS + 1)
+            jumps = self.jump_matrix[i]
+            self._after_jump[key] = u, np.einsum("j,mjf->mf", jumps, self._failing_in(horizon_s))
+        return self._after_jump[key]
 
     def _failing_in(self, horizon_s: float) -> np.ndarray:
         """Return, for each step of the horizon, the chance of failing from each state in the
@@ -599,7 +608,8 @@ class _Survival:
         return cls(times, np.cumprod(1.0 - ends / at_risk))
 
     def at(self, t: float) -> float:
-        return float(self.at_many(np.array([t]))[0])
+        i = int(np.searchsorted(self.times, t, side="right"))
+        return 1.0 if i == 0 else float(self.surviving[i - 1])
 
     def at_many(self, t: np.ndarray) -> np.ndarray:
         i = np.searchsorted(self.times, t, side="right")
