@@ -23,10 +23,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from numba import njit
 
 from learning.forecast import RUN_STATES, current_run_start, local_trend, newest, recent, series
 from learning.prediction import DEFAULT_HORIZON_S, Evidence
-from learning.robust import Trend, median, quarter_rises, robust_scale, trend
+from learning.robust import (
+    Trend,
+    floats,
+    median,
+    quarter_rises,
+    scale_of,
+    trend,
+    trend_of,
+)
 from learning.window import Window, gpu_memory, padded
 
 CRITICAL_S = DEFAULT_HORIZON_S
@@ -199,21 +208,30 @@ def _leak(t: np.ndarray, y: np.ndarray, min_rise: float) -> _Leak | None:
     """
     if len(y) < MIN_LEAK_POINTS:
         return None
-    noise = robust_scale(np.diff(y)) / math.sqrt(2.0)
-    base = median(y[: max(3, len(y) // 4)])
+    found, tr, rise, points = _leak_kernel(floats(t), floats(y), float(min_rise))
+    return _Leak(tr, rise, points) if found else None
+
+
+# Compiled: three detectors run it on every analysis, and as numpy calls on 120 points it
+# cost 20 us with no leak in sight and 150 us with one.
+@njit(cache=True)
+def _leak_kernel(t: np.ndarray, y: np.ndarray, min_rise: float) -> tuple[bool, Trend, float, int]:
+    nothing = (False, Trend(0.0, 0.0, 0.0, 0.0, 0, 0.0, 0.0), 0.0, 0)
+    noise = scale_of(np.diff(y)) / math.sqrt(2.0)
+    base = np.median(y[: max(3, len(y) // 4)])
     at_base = np.flatnonzero(y <= base + max(3.0 * noise, 1e-9 * abs(base)))
-    start = int(at_base[-1]) if len(at_base) else 0
+    start = at_base[-1] if len(at_base) else 0
     t, y = t[start:], y[start:]
     # Every quarter rising is the cheapest test, and a flat series mostly fails it: first.
     if len(y) < MIN_LEAK_POINTS or (quarter_rises(y) <= 0).any():
-        return None
-    tr = trend(t, y)
+        return nothing
+    tr = trend_of(t, y)
     rise = tr.slope * tr.span_s
     if tr.z < LEAK_Z or rise < max(min_rise, 6.0 * noise) or rise <= 0:
-        return None
-    if float(np.diff(y).max()) > MAX_STEP_SHARE * rise:
-        return None
-    return _Leak(tr, rise, len(y))
+        return nothing
+    if np.diff(y).max() > MAX_STEP_SHARE * rise:
+        return nothing
+    return True, tr, rise, len(y)
 
 
 def _eta_to(tr: Trend, limit: float | None, now: float) -> float | None:

@@ -118,8 +118,13 @@ def current_run_start(w: Window) -> int:
     """Return the index where the newest run of `w` begins (after the last start or failure)."""
     start = w.cache.get("run_start")
     if start is None:
-        start = next(
-            (i + 1 for i in range(len(w.states) - 1, -1, -1) if w.states[i] not in RUN_STATES), 0
+        start = (
+            0
+            if RUN_STATES.issuperset(w.states)
+            else next(  # no loop in the common case
+                (i + 1 for i in range(len(w.states) - 1, -1, -1) if w.states[i] not in RUN_STATES),
+                0,
+            )
         )
         w.cache["run_start"] = start
     return start
@@ -128,11 +133,25 @@ def current_run_start(w: Window) -> int:
 def recent(w: Window, metric: str, lookback_s: float) -> tuple[np.ndarray, np.ndarray]:
     """Return the times and values of `metric` in the current run, within `lookback_s` of
     its newest checkpoint, NaNs dropped."""
-    start = current_run_start(w)
-    t, y = clean(w.t[start:], series(w, metric)[start:])
-    if len(t) == 0:
-        return t, y
-    keep = t >= t[-1] - lookback_s
+    y = floats(series(w, metric))
+    return _recent(floats(w.t), y, current_run_start(w), float(lookback_s))
+
+
+# Compiled: as numpy calls (a mask, its slices, a second mask) it cost ten times as much, and
+# the detectors and forecasts ask for a dozen series on every analysis.
+@njit(cache=True)
+def _recent(
+    t: np.ndarray, y: np.ndarray, start: int, lookback_s: float
+) -> tuple[np.ndarray, np.ndarray]:
+    newest = len(y) - 1
+    while newest >= start and math.isnan(y[newest]):
+        newest -= 1
+    if newest < start:
+        return np.empty(0), np.empty(0)
+    since = t[newest] - lookback_s
+    keep = np.zeros(len(y), dtype=np.bool_)
+    for i in range(start, newest + 1):
+        keep[i] = t[i] >= since and not math.isnan(y[i])
     return t[keep], y[keep]
 
 

@@ -100,6 +100,12 @@ def floats(x: np.ndarray) -> np.ndarray:
 
 
 @njit(cache=True)
+def trend_of(t: np.ndarray, y: np.ndarray) -> Trend:
+    """trend(t, y) for compiled callers (at least two points)."""
+    return _trend(t, y, t[-1], True)
+
+
+@njit(cache=True)
 def _trend(t: np.ndarray, y: np.ndarray, ref: float, with_z: bool) -> Trend:
     slopes, _, _, signs, _ = _pair_slopes(t, y, 0)
     return _line(t, y, slopes, ref, _mann_kendall_z(signs, y) if with_z else 0.0)
@@ -217,10 +223,24 @@ def _mann_kendall_z(s: float, y: np.ndarray) -> float:
     return (s - math.copysign(1.0, s)) / math.sqrt(var)
 
 
+@njit(cache=True)
 def quarter_rises(y: np.ndarray) -> np.ndarray:
-    """Return the differences between the medians of `y`'s four consecutive quarters.
+    """Return the differences between the medians of `y`'s four consecutive quarters (split as
+    np.array_split does: the first n % 4 quarters one longer; NaN for an empty quarter).
 
     A leak rises in every quarter; a one-off step rises in one and stays flat in the others.
     """
-    medians = np.array([median(q) for q in np.array_split(y, 4)])
+    size, longer = len(y) // 4, len(y) % 4
+    medians = np.empty(4)
+    start = 0
+    for q in range(4):
+        end = start + size + (1 if q < longer else 0)
+        medians[q] = np.median(y[start:end]) if end > start else math.nan
+        start = end
     return np.diff(medians)
+
+
+@njit(cache=True)
+def scale_of(x: np.ndarray) -> float:
+    """robust_scale(x) around its median, for compiled callers (`x` NaN-free)."""
+    return _scale_around(x, np.median(x)) if len(x) else 0.0

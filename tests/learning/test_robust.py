@@ -3,13 +3,14 @@ their definitions, computed here the slow, obvious way."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import statistics
 
 import numpy as np
 import pytest
 
-from learning.robust import floats, halves, robust_scale, trend
+from learning.robust import floats, halves, quarter_rises, robust_scale, scale_of, trend
 
 
 def theil_sen(t: list[float], y: list[float]) -> float:
@@ -75,3 +76,18 @@ def test_a_series_on_its_median_has_the_mean_deviation_as_its_scale() -> None:
     x = np.array([5, 5, 5, 5, 5, 6, 4])
     assert robust_scale(x) == pytest.approx(1.2533 * 2 / 7)
     assert robust_scale(np.array([1.0, 2.0, 3.0, 4.0, 100.0])) == pytest.approx(1.4826)
+
+
+@pytest.mark.parametrize("n", [8, 9, 10, 11, 61])
+def test_quarter_rises_are_the_steps_between_the_medians_of_four_quarters(n: int) -> None:
+    y = np.random.default_rng(n).normal(0.0, 1.0, n)
+    quarters = np.array_split(y, 4)  # the first n % 4 quarters one longer
+    medians = [statistics.median(q) for q in quarters]
+    expected = [b - a for a, b in itertools.pairwise(medians)]
+    assert np.allclose(quarter_rises(floats(y)), expected, rtol=0, atol=1e-12)
+    assert math.isnan(quarter_rises(floats(y[:3]))[-1])  # an empty quarter has no median
+
+
+def test_the_compiled_scale_is_robust_scale() -> None:
+    y = floats(np.random.default_rng(3).normal(5.0, 2.0, 40))
+    assert scale_of(y) == robust_scale(y) and scale_of(floats(np.zeros(0))) == 0.0
