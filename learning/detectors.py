@@ -807,8 +807,7 @@ def performance_degradation(w: Window, now: float, recent_s: float = RECENT_S) -
     The worst metric is reported.
     """
     running, waiting = series(w, "requests_running"), series(w, "requests_waiting")
-    states = np.array([s in RUN_STATES for s in w.states], dtype=bool)
-    baseline_states = np.array([s in BASELINE_STATES for s in w.states], dtype=bool)
+    states, baseline_states = _in(w.states, RUN_STATES), _in(w.states, BASELINE_STATES)
     loaded = ~np.isnan(running) & ~np.isnan(waiting)
     is_recent = (w.t >= now - recent_s) & (w.t <= now) & states & loaded
     is_history = (w.t < now - recent_s) & baseline_states & loaded
@@ -841,6 +840,13 @@ def performance_degradation(w: Window, now: float, recent_s: float = RECENT_S) -
     )
 
 
+def _in(states: list[str], allowed: frozenset[str]) -> np.ndarray:
+    """Return which of `states` are `allowed` (without a loop when all are: the common case)."""
+    if allowed.issuperset(states):
+        return np.ones(len(states), dtype=bool)
+    return np.array([s in allowed for s in states], dtype=bool)
+
+
 def _similar_load(
     running: np.ndarray, waiting: np.ndarray, is_recent: np.ndarray, is_history: np.ndarray
 ) -> np.ndarray:
@@ -863,26 +869,50 @@ def _compare(
 ) -> _Comparison | None:
     """Return how much worse the recent values are than their similar-load matches, or None
     when there is too little to compare or no consistent difference."""
-    now_values, past = values[is_recent], values[is_history]
-    matches = similar & ~np.isnan(past)[None, :]
-    usable = ~np.isnan(now_values) & (matches.sum(axis=1) >= MIN_MATCHES)
-    if usable.sum() < MIN_RECENT:
-        return None
-    matches, current = matches[usable], now_values[usable]
+    values = floats(values)
+    found, ratio, current, baseline, rank, k = _compare_kernel(
+        values[is_recent], values[is_history], similar, higher_worse, DEGRADED_RATIO["info"]
+    )
+    return _Comparison(metric, ratio, current, baseline, rank, k) if found else None
+
+
+# Compiled: a median of the matches for each recent point was a dozen numpy calls apiece.
+@njit(cache=True, error_model="numpy")
+def _compare_kernel(
+    now_values: np.ndarray,
+    past: np.ndarray,
+    similar: np.ndarray,
+    higher_worse: bool,
+    least_ratio: float,
+) -> tuple[bool, float, float, float, float, int]:
+    nothing = (False, 0.0, 0.0, 0.0, 0.0, 0)
     sign = 1.0 if higher_worse else -1.0
-    better = matches & (sign * past[None, :] < sign * current[:, None])
-    rank = float((better.sum(axis=1) / matches.sum(axis=1)).mean())
-    k = len(current)
+    current, baselines = np.empty(len(now_values)), np.empty(len(now_values))
+    ranks = np.empty(len(now_values))
+    k = 0
+    for r in range(len(now_values)):
+        matches = similar[r] & ~np.isnan(past)
+        count = matches.sum()
+        if math.isnan(now_values[r]) or count < MIN_MATCHES:
+            continue
+        matched = past[matches]
+        current[k] = now_values[r]
+        ranks[k] = (sign * matched < sign * now_values[r]).sum() / count
+        baselines[k] = np.median(matched)
+        k += 1
+    if k < MIN_RECENT:
+        return nothing
+    current, baselines = current[:k], baselines[:k]
+    rank = ranks[:k].mean()
     if rank < max(0.5 + RANK_SIGMAS * math.sqrt(1.0 / 12.0 / k), MIN_RANK):
-        return None
-    baselines = np.array([median(past[row]) for row in matches])
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratios = current / baselines if higher_worse else baselines / current
-    ratio = float(np.median(ratios))
-    if not math.isfinite(ratio) or ratio < DEGRADED_RATIO["info"]:
-        return None
-    median_now, median_then = median(current), median(baselines)
-    return _Comparison(metric, ratio, median_now, median_then, rank, k)
+        return nothing
+    ratios = current / baselines if higher_worse else baselines / current
+    if np.isnan(ratios).any():  # np.median's answer then, which no threshold passes
+        return nothing
+    ratio = np.median(ratios)
+    if not math.isfinite(ratio) or ratio < least_ratio:
+        return nothing
+    return True, ratio, np.median(current), np.median(baselines), rank, k
 
 
 def _degradation_severity(ratio: float) -> str:
