@@ -11,8 +11,9 @@ and the figures behind it. Severity follows the time left:
 They are written to stay quiet on a healthy host under steady load: a trend must be
 consistent (Mann-Kendall), not one jump (quarter medians, largest step), and a full KV cache
 is only exhaustion when the queue grows or requests are preempted; saturation is not.
-Every detector is vectorised numpy over the window (well under a millisecond on 120
-checkpoints; bench/learning_speed.py measures them).
+Every detector is numpy over the window; the loops that were mostly numpy's own call overhead
+on arrays this short (the leak test, the similar-load comparison) are compiled by numba
+(bench/learning_speed.py measures the detectors).
 """
 
 from __future__ import annotations
