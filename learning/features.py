@@ -239,7 +239,8 @@ def _nanmedian(x: np.ndarray) -> float:
     n = len(known)
     if n == 0:
         return math.nan
-    return (known[(n - 1) // 2] + known[n // 2]) / 2
+    middle: float = (known[(n - 1) // 2] + known[n // 2]) / 2
+    return middle
 
 
 @njit(cache=True, error_model="numpy")
