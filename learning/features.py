@@ -1,4 +1,4 @@
-"""Features of a window of one host's checkpoints, for the pattern model. Pure, vectorised.
+"""Features of a window of one host's checkpoints, for the pattern model. Pure.
 
 `features(window, now)` returns one float vector in FEATURE_NAMES order (NaN where a figure
 is missing: the model handles missing values). Units are in the names; slopes are per
@@ -16,7 +16,7 @@ minute. The groups:
     headroom, throttle, progress, errors by category, GPU faults, the lifecycle state
 
 The figures from the series are one loop compiled by numba (`_series_features`): as numpy
-calls they were about 60 calls per window, each mostly its own overhead on arrays this short.
+calls they were about 60 per window, each mostly its own overhead on arrays this short.
 """
 
 from __future__ import annotations
