@@ -118,14 +118,11 @@ def current_run_start(w: Window) -> int:
     """Return the index where the newest run of `w` begins (after the last start or failure)."""
     start = w.cache.get("run_start")
     if start is None:
-        start = (
-            0
-            if RUN_STATES.issuperset(w.states)
-            else next(  # no loop in the common case
-                (i + 1 for i in range(len(w.states) - 1, -1, -1) if w.states[i] not in RUN_STATES),
-                0,
-            )
-        )
+        states = w.states
+        start = 0  # the whole window is one run: the common case, found without a loop
+        if not RUN_STATES.issuperset(states):
+            start = next((i + 1 for i in range(len(states) - 1, -1, -1)
+                          if states[i] not in RUN_STATES), 0)  # fmt: skip
         w.cache["run_start"] = start
     return start
 
