@@ -119,7 +119,7 @@ async def run(count: int, interval_s: float, gpu_backend: str, breakdown: bool) 
         before = proc.cpu_times()
         mean_collect_s = await poll(agent_port, count, interval_s)
         after = proc.cpu_times()
-        report(count, before, after, proc.memory_info().rss, mean_collect_s)
+        report(count, before, after, proc.memory_full_info(), mean_collect_s)
         if breakdown:
             print_breakdown(proc)
     finally:
@@ -128,7 +128,7 @@ async def run(count: int, interval_s: float, gpu_backend: str, breakdown: bool) 
             await child.wait()
 
 
-def report(count: int, before: Any, after: Any, rss: int, mean_collect_s: float) -> None:
+def report(count: int, before: Any, after: Any, memory: Any, mean_collect_s: float) -> None:
     cpu_s = (after.user + after.system) - (before.user + before.system)
     per_checkpoint_ms = 1000 * cpu_s / count
     print(f"checkpoints:               {count}")
@@ -136,7 +136,10 @@ def report(count: int, before: Any, after: Any, rss: int, mean_collect_s: float)
         f"agent CPU per checkpoint:  {per_checkpoint_ms:.2f} ms "
         f"({per_checkpoint_ms / 10:.2f} % of one core at 1 checkpoint/s; budget 1 %)"
     )
-    print(f"agent resident memory:     {rss / 2**20:.1f} MiB (budget 60 MB)")
+    print(f"agent resident memory:     {memory.rss / 2**20:.1f} MiB (budget 60 MB)")
+    # Shared libraries' pages count in RSS once per process that maps them; USS is what
+    # ending the agent would free, PSS its fair share of what it shares.
+    print(f"  of which its own (USS):  {memory.uss / 2**20:.1f} MiB; PSS {memory.pss / 2**20:.1f} MiB")
     print(f"mean collect_duration_s:   {1000 * mean_collect_s:.2f} ms (wall, incl. HTTP to vLLM)")
     sample_lines = sum(1 for line in SAMPLE.read_text().splitlines() if line)
     print(f"/metrics body:             {sample_lines} lines ({SAMPLE.name}, counters advancing)")
