@@ -139,7 +139,8 @@ def report(count: int, before: Any, after: Any, memory: Any, mean_collect_s: flo
     print(f"agent resident memory:     {memory.rss / 2**20:.1f} MiB (budget 60 MB)")
     # Shared libraries' pages count in RSS once per process that maps them; USS is what
     # ending the agent would free, PSS its fair share of what it shares.
-    print(f"  of which its own (USS):  {memory.uss / 2**20:.1f} MiB; PSS {memory.pss / 2**20:.1f} MiB")
+    own, share = memory.uss / 2**20, memory.pss / 2**20
+    print(f"  of which its own (USS):  {own:.1f} MiB; PSS {share:.1f} MiB")
     print(f"mean collect_duration_s:   {1000 * mean_collect_s:.2f} ms (wall, incl. HTTP to vLLM)")
     sample_lines = sum(1 for line in SAMPLE.read_text().splitlines() if line)
     print(f"/metrics body:             {sample_lines} lines ({SAMPLE.name}, counters advancing)")

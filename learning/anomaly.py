@@ -116,6 +116,12 @@ def epoch_s(timestamp: datetime | float) -> float:
     return float(timestamp)
 
 
+# Beyond any measurement: the squares of larger values overflow the variances, and the
+# day numbers of later times their integers (epoch milliseconds still fit).
+MAX_ABS_VALUE = 1e100
+MAX_ABS_TIME_S = 1e15
+
+
 class _Tail:
     """The upper tail of one non-negative statistic, learned by peaks over threshold."""
 
@@ -228,13 +234,15 @@ class StreamDetector:
         self.recurrences = _Recurrences()
 
     def score(self, timestamp: datetime | float, value: float | None) -> float:
-        """Return the anomaly likelihood of `value` at `timestamp` (0 for missing values)."""
-        if value is None:
+        """Return the anomaly likelihood of `value` at `timestamp`. A sample without a number
+        for both (a missing value, NaN, text, or beyond MAX_ABS_VALUE or MAX_ABS_TIME_S)
+        scores 0 and is not learned."""
+        try:
+            x, t = float(value), epoch_s(timestamp)  # type: ignore[arg-type]
+        except (TypeError, ValueError, OverflowError):
             return 0.0
-        x = float(value)
-        if not math.isfinite(x):
+        if not (abs(x) <= MAX_ABS_VALUE and abs(t) <= MAX_ABS_TIME_S):
             return 0.0
-        t = epoch_s(timestamp)
         if self.n == 0:
             self._start(t, x)
         self.n += 1

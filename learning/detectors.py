@@ -37,7 +37,7 @@ from learning.robust import (
     trend,
     trend_of,
 )
-from learning.window import Window, gpu_memory, padded
+from learning.window import Window, gpu_memory, obj, padded
 
 CRITICAL_S = DEFAULT_HORIZON_S
 WARNING_S = 1800.0
@@ -335,8 +335,8 @@ def _nanmedian_columns(x: np.ndarray) -> np.ndarray:
 def _gpu_memory_utilization(w: Window) -> float:
     """Return vLLM's gpu_memory_utilization as the newest checkpoint knows it."""
     for cp in reversed(w.checkpoints):
-        cache = (cp.get("vllm") or {}).get("cache") or {}
-        value = cache.get("gpu_memory_utilization") or (cp.get("engine_args") or {}).get(
+        cache = obj(obj(cp.get("vllm")).get("cache"))
+        value = cache.get("gpu_memory_utilization") or obj(cp.get("engine_args")).get(
             "gpu_memory_utilization"
         )
         if isinstance(value, int | float) and 0 < value <= 1:
@@ -422,7 +422,7 @@ def fd_exhaustion(
 
 def _max_fds(w: Window) -> float | None:
     for cp in reversed(w.checkpoints):
-        value = ((cp.get("vllm") or {}).get("api_server") or {}).get("max_fds")
+        value = obj(obj(cp.get("vllm")).get("api_server")).get("max_fds")
         if isinstance(value, int | float) and value > 0:
             return float(value)
     return None

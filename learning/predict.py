@@ -40,7 +40,7 @@ from learning.prediction import (
     Forecast,
     Prediction,
 )
-from learning.window import Row, Rows, Window, row
+from learning.window import Row, Rows, Window, collected_at, row
 
 WINDOW_S = 600.0  # the checkpoints a host's analysis looks back on
 # Polled faster than this, a host's window keeps only the newest checkpoint of each slot:
@@ -108,17 +108,21 @@ class HostAnalyzer:
     _anomaly: dict[str, Any] = field(default_factory=dict)
     _anomaly_scores: dict[str, float] = field(default_factory=dict)
 
-    def add(self, checkpoint: dict[str, Any]) -> None:
-        """Add the host's next checkpoint (dict); older or repeated ones are ignored."""
+    def add(self, checkpoint: dict[str, Any]) -> bool:
+        """Add the host's next checkpoint (dict); return False when it is ignored: not an
+        object, without a usable `collected_at`, or older than or as old as the newest."""
+        if not isinstance(checkpoint, dict):
+            return False
         new = row(checkpoint)
-        if self._rows and new.t <= self._rows[-1].t:
-            return
+        if math.isnan(new.t) or (self._rows and new.t <= self._rows[-1].t):
+            return False
         if len(self._rows) >= 2 and new.t - self._rows[-2].t < MIN_SPACING_S:
             self._rows.pop()  # the slot's newest checkpoint stands for it
         self._rows.append(new)
         while self._rows and self._rows[0].t < new.t - self.window_s:
             self._rows.popleft()
         self._score_anomalies(new)
+        return True
 
     def analyze(self, now: float, *, model: Any = None, graph: Any = None) -> Analysis:
         """Return the predictions and forecasts for the host as of `now`."""
@@ -159,9 +163,12 @@ def analyze(
     graph: Any = None,
     horizon_s: float = DEFAULT_HORIZON_S,
 ) -> list[Prediction]:
-    """Return the predicted failures of the host whose checkpoints (dicts) are in `window`."""
+    """Return the predicted failures of the host whose checkpoints (dicts) are in `window`.
+    Entries that are not objects or have no usable `collected_at` are left out; malformed
+    parts of a checkpoint read as missing."""
     analyzer = HostAnalyzer(horizon_s=horizon_s, window_s=math.inf)
-    for checkpoint in sorted(window, key=lambda cp: cp.get("collected_at") or 0.0):
+    usable = [cp for cp in window if isinstance(cp, dict) and not math.isnan(collected_at(cp))]
+    for checkpoint in sorted(usable, key=collected_at):
         analyzer.add(checkpoint)
     return analyzer.analyze(now, model=model, graph=graph).predictions
 

@@ -19,32 +19,43 @@ from agent.checkpoint import ERROR_CATEGORIES
 Getter = Callable[[dict[str, Any]], float | None]
 
 
+def obj(value: Any) -> dict[str, Any]:
+    """Return `value` if it is an object, else an empty one: a malformed part of a
+    checkpoint reads as missing, as an absent one does."""
+    return value if isinstance(value, dict) else {}
+
+
 def _vllm(key: str) -> Getter:
-    return lambda cp: (cp.get("vllm") or {}).get(key)
+    return lambda cp: obj(cp.get("vllm")).get(key)
 
 
 def _rate(key: str) -> Getter:
-    return lambda cp: ((cp.get("vllm") or {}).get("rates") or {}).get(key)
+    return lambda cp: obj(obj(cp.get("vllm")).get("rates")).get(key)
 
 
 def _total(key: str) -> Getter:
-    return lambda cp: ((cp.get("vllm") or {}).get("totals") or {}).get(key)
+    return lambda cp: obj(obj(cp.get("vllm")).get("totals")).get(key)
 
 
 def _latency(name: str, stat: str) -> Getter:
-    return lambda cp: (((cp.get("vllm") or {}).get("latency") or {}).get(name) or {}).get(stat)
+    return lambda cp: obj(obj(obj(cp.get("vllm")).get("latency")).get(name)).get(stat)
+
+
+def gpus(checkpoint: dict[str, Any]) -> list[dict[str, Any]]:
+    """Return the checkpoint's GPUs, leaving out entries that are not objects."""
+    return [g for g in _listed(checkpoint.get("gpus")) if isinstance(g, dict)]
 
 
 def _gpus(key: str, combine: Callable[[list[float]], float]) -> Getter:
     def get(cp: dict[str, Any]) -> float | None:
-        values = [g[key] for g in cp.get("gpus") or [] if g.get(key) is not None]
+        values = [v for g in gpus(cp) if not math.isnan(v := _num(g.get(key)))]
         return combine(values) if values else None
 
     return get
 
 
 def _process(key: str) -> Getter:
-    return lambda cp: (cp.get("process") or {}).get(key)
+    return lambda cp: obj(cp.get("process")).get(key)
 
 
 def _gpu_mem_pct(cp: dict[str, Any]) -> float | None:
@@ -53,17 +64,22 @@ def _gpu_mem_pct(cp: dict[str, Any]) -> float | None:
     return None if used is None or not total else 100.0 * used / total
 
 
+_HOT = frozenset(
+    {"hw_thermal_slowdown", "sw_thermal_slowdown", "hw_slowdown", "hw_power_brake_slowdown"}
+)
+
+
 def _throttled(cp: dict[str, Any]) -> float | None:
-    gpus = cp.get("gpus") or []
-    if not gpus:
+    listed = gpus(cp)
+    if not listed:
         return None
-    hot = {"hw_thermal_slowdown", "sw_thermal_slowdown", "hw_slowdown", "hw_power_brake_slowdown"}
-    return float(any(hot & set(g.get("throttle_reasons") or []) for g in gpus))
+    reasons = (r for g in listed for r in _listed(g.get("throttle_reasons")))
+    return float(any(isinstance(r, str) and r in _HOT for r in reasons))
 
 
 # name -> how to read it from a checkpoint dict. Units are in the names.
 SERIES: dict[str, Getter] = {
-    "gpu_count": lambda cp: float(len(cp.get("gpus") or [])),
+    "gpu_count": lambda cp: float(len(gpus(cp))),
     "gpu_mem_used_bytes": _gpus("memory_used_bytes", sum),
     "gpu_mem_total_bytes": _gpus("memory_total_bytes", sum),
     "gpu_mem_used_pct": _gpu_mem_pct,
@@ -94,8 +110,8 @@ SERIES: dict[str, Getter] = {
     "prefill_p99_s": _latency("prefill", "p99_s"),
     "process_rss_bytes": _process("rss_bytes"),
     "process_open_fds": _process("open_fds"),
-    "forward_progress": lambda cp: _bool((cp.get("vllm") or {}).get("forward_progress")),
-    "health_ok": lambda cp: _bool(((cp.get("vllm") or {}).get("health") or {}).get("ok")),
+    "forward_progress": lambda cp: _bool(obj(cp.get("vllm")).get("forward_progress")),
+    "health_ok": lambda cp: _bool(obj(obj(cp.get("vllm")).get("health")).get("ok")),
 }
 
 
@@ -175,11 +191,14 @@ class Row:
 
 
 def row(checkpoint: dict[str, Any]) -> Row:
+    """Return the figures of `checkpoint`; its time is NaN when it has no usable
+    `collected_at` (such a row cannot be placed in a window)."""
     used, total = gpu_memory(checkpoint)
+    state = checkpoint.get("lifecycle_state")
     return Row(
-        t=float(checkpoint.get("collected_at") or 0.0),
+        t=collected_at(checkpoint),
         values=(*(_num(get(checkpoint)) for get in SERIES.values()), *events(checkpoint)),
-        state=str(checkpoint.get("lifecycle_state") or "unknown"),
+        state=state if isinstance(state, str) and state else "unknown",
         checkpoint=checkpoint,
         gpu_used=used,
         gpu_total=total,
@@ -204,11 +223,16 @@ def events(checkpoint: dict[str, Any]) -> tuple[float, ...]:
 
 def gpu_memory(checkpoint: dict[str, Any]) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Return each GPU's used and total memory (bytes) in `checkpoint`, NaN where missing."""
-    gpus = checkpoint.get("gpus") or ()
+    listed = gpus(checkpoint)
     return (
-        tuple(_num(g.get("memory_used_bytes")) for g in gpus),
-        tuple(_num(g.get("memory_total_bytes")) for g in gpus),
+        tuple(_num(g.get("memory_used_bytes")) for g in listed),
+        tuple(_num(g.get("memory_total_bytes")) for g in listed),
     )
+
+
+def collected_at(checkpoint: dict[str, Any]) -> float:
+    """Return the checkpoint's `collected_at` (epoch seconds), NaN when it is not a number."""
+    return _num(checkpoint.get("collected_at"))
 
 
 def from_rows(
@@ -286,9 +310,10 @@ def padded(rows: Sequence[tuple[float, ...]]) -> np.ndarray:
 
 
 def window(checkpoints: Sequence[dict[str, Any]]) -> Window:
-    """Return the series of `checkpoints` (dicts, oldest first; unsorted input is sorted)."""
-    ordered = sorted(checkpoints, key=lambda cp: cp.get("collected_at") or 0.0)
-    return from_rows([row(cp) for cp in ordered])
+    """Return the series of `checkpoints` (dicts, oldest first; unsorted input is sorted).
+    Entries that are not objects or have no usable `collected_at` are left out."""
+    rows = [row(cp) for cp in checkpoints if isinstance(cp, dict)]
+    return from_rows(sorted((r for r in rows if not math.isnan(r.t)), key=lambda r: r.t))
 
 
 def _num(value: Any) -> float:

@@ -53,6 +53,21 @@ def test_it_scores_missing_and_infinite_values_zero_and_skips_them() -> None:
         assert detector.score(t, v) == clean.score(t, v)
 
 
+def test_samples_without_a_usable_value_or_time_score_zero_and_are_not_learned() -> None:
+    values = [*noise(500), 95.0, *noise(100, seed=3)]
+    detector, clean, seen = make_detector(), make_detector(), []
+    bad_values: list[object] = ["lots", [], {}, 1e308, -1e200, 10**400]
+    bad_times: list[object] = [math.nan, math.inf, None, "now", [T0], 1e300]
+    for i, v in enumerate(values):
+        t = T0 + i * MINUTE
+        if i % 40 == 9:
+            assert [detector.score(t, bad) for bad in bad_values] == [0.0] * len(bad_values)  # type: ignore[arg-type]
+            assert [detector.score(bad, v) for bad in bad_times] == [0.0] * len(bad_times)  # type: ignore[arg-type]
+        seen.append(clean.score(t, v))
+        assert detector.score(t, v) == seen[-1]
+    assert max(seen) >= ALARM_THRESHOLD  # the spike: the junk did not blunt it
+
+
 def test_it_never_alarms_on_constant_streams() -> None:
     for level in (0.0, 5.0, -3.25, 1e12):
         assert max(scores([level] * 3000)) == 0.0

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import pytest
 
+from agent.checkpoint import to_dict
 from learning.hysteresis import OPEN_AT
-from learning.predict import _Belief, _prediction
+from learning.predict import HostAnalyzer, _Belief, _prediction, analyze
 from learning.prediction import Evidence
+from tests.factories import GIB, make_checkpoint
+
+T0 = 1_780_000_000.0
 
 
 def belief(source: str, probability: float, eta: float | None = None) -> _Belief:
@@ -52,3 +59,44 @@ def test_a_strong_finding_alone_opens_and_the_soonest_believer_sets_the_time() -
     p = _prediction("kv_cache_exhausted", beliefs, 300.0)
     assert p.probability == pytest.approx(0.92) and p.probability >= OPEN_AT
     assert p.time_to_failure_s == 70.0
+
+
+def leaking(n: int = 120) -> list[dict[str, Any]]:
+    """A host whose GPU memory has been rising for ten minutes, one checkpoint per 5 s."""
+    used = [(72 + 0.06 * i) * GIB for i in range(n)]
+    return [
+        to_dict(make_checkpoint(collected_at=T0 + 5 * i, gpu_memory_used_bytes=used[i]))
+        for i in range(n)
+    ]
+
+
+def test_entries_that_are_not_checkpoints_are_left_out_of_the_analysis() -> None:
+    window = leaking()
+    expected = analyze(window, T0 + 595)
+    assert [p.failure_type for p in expected] == ["cuda_oom"]
+
+    undated = to_dict(make_checkpoint(collected_at=T0 + 600, gpu_memory_used_bytes=10 * GIB))
+    junk: list[Any] = [None, "checkpoint", 7, [], {"collected_at": "yesterday"}]
+    for bad_time in (None, "soon", math.nan, math.inf, [T0]):
+        junk.append({**undated, "collected_at": bad_time})
+    mixed = [*window[:60], *junk, *window[60:]]
+
+    assert analyze(mixed, T0 + 595) == expected
+
+
+def test_malformed_parts_of_a_checkpoint_read_as_missing_and_the_rest_is_read() -> None:
+    window = leaking()
+    for i, cp in enumerate(window[-40:]):
+        # Wrong types where objects, lists and numbers belong; the GPU memory stays readable.
+        cp["vllm"] = ["not", "an", "object"] if i % 2 else "down"
+        cp["process"] = 3
+        cp["gpus"][0]["throttle_reasons"] = [["nested"], 5, "gpu_idle"]
+        cp["gpus"].append("a GPU that is not an object")
+        cp["errors"], cp["gpu_events"], cp["lifecycle_state"] = {"x": 1}, "none", {"bad": 1}
+
+    predictions = analyze(window, T0 + 595)
+
+    assert [p.failure_type for p in predictions] == ["cuda_oom"]
+    analyzer = HostAnalyzer()
+    assert all(analyzer.add(cp) for cp in window)  # every one used, none raised
+    assert not analyzer.add(window[-1])  # as old as the newest: ignored

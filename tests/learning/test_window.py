@@ -35,6 +35,17 @@ def test_it_turns_garbage_into_missing_values() -> None:
     assert math.isnan(w["kv_cache_usage_pct"][0]) and math.isnan(w["gpu_temp_c"][0])
 
 
+def test_entries_without_an_object_or_a_time_are_left_out_and_wrong_types_read_as_missing() -> None:
+    good = to_dict(make_checkpoint(collected_at=5.0, gpu_temperature_c=70.0))
+    undated = {**good, "collected_at": "soon"}
+    odd = {**good, "collected_at": 9.0, "vllm": "down", "gpus": {"0": {}}, "lifecycle_state": 3}
+    w = window([odd, "junk", undated, None, good])  # type: ignore[list-item]
+    assert list(w.t) == [5.0, 9.0]
+    assert w["gpu_temp_c"][0] == 70.0 and math.isnan(w["gpu_temp_c"][1])
+    assert math.isnan(w["kv_cache_usage_pct"][1]) and w["gpu_count"][1] == 0.0
+    assert w.states == ["serving", "unknown"]
+
+
 def test_it_counts_the_events_of_each_checkpoint_and_skips_malformed_ones() -> None:
     cp = to_dict(make_checkpoint(collected_at=1.0))
     cp["errors"] = [
