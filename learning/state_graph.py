@@ -71,16 +71,22 @@ class Row:
 def as_row(item: Any, host: str | None = None) -> Row:
     """Return `item` (a (host, at, from, to) tuple, a mapping, or an object with `at`,
     `from_state`, `to_state` and maybe `host`) as a Row; `host` overrides the item's.
-    `at` is epoch seconds or a datetime."""
-    if isinstance(item, tuple | list):
-        item_host, at, src, dst = item
-    elif isinstance(item, Mapping):
-        item_host, at = item.get("host", ""), item["at"]
-        src, dst = item["from_state"], item["to_state"]
-    else:
-        item_host, at = getattr(item, "host", ""), item.at
-        src, dst = item.from_state, item.to_state
-    when = at.timestamp() if hasattr(at, "timestamp") else float(at)  # datetime rows too
+    `at` is epoch seconds or a datetime. Raises ValueError, saying what is wrong, for
+    anything else."""
+    try:
+        if isinstance(item, tuple | list):
+            item_host, at, src, dst = item
+        elif isinstance(item, Mapping):
+            item_host, at = item.get("host", ""), item["at"]
+            src, dst = item["from_state"], item["to_state"]
+        else:
+            item_host, at = getattr(item, "host", ""), item.at
+            src, dst = item.from_state, item.to_state
+        when = at.timestamp() if hasattr(at, "timestamp") else float(at)  # datetime rows too
+    except (KeyError, AttributeError, TypeError, ValueError) as exc:
+        raise ValueError(f"not a transition ({type(exc).__name__}: {exc}): {item!r:.200}") from exc
+    if not math.isfinite(when):
+        raise ValueError(f"a transition's time must be a finite number: {item!r:.200}")
     return Row(str(host if host is not None else item_host), when, _state(src), _state(dst))
 
 

@@ -174,6 +174,26 @@ def test_it_takes_agent_transitions_dicts_and_updates_as_they_come() -> None:
     assert graph.current("gpu-02") == ("degraded", 60.0)
 
 
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"host": "gpu-01", "from_state": "serving", "to_state": "degraded"},  # no time
+        {"host": "gpu-01", "at": "noon", "from_state": "serving", "to_state": "degraded"},
+        {"host": "gpu-01", "at": math.nan, "from_state": "serving", "to_state": "degraded"},
+        ("gpu-01", 5.0, "serving"),  # three fields
+        None,
+        7,
+    ],
+)
+def test_a_malformed_transition_is_refused_with_what_is_wrong_and_the_graph_is_unchanged(
+    bad: object,
+) -> None:
+    graph = StateGraph([("gpu-01", 0.0, "starting_engine", "serving")])
+    with pytest.raises(ValueError, match="transition"):
+        graph.add(bad)
+    assert graph.rows() == StateGraph([("gpu-01", 0.0, "starting_engine", "serving")]).rows()
+
+
 def test_it_handles_an_empty_graph_and_states_it_has_never_seen() -> None:
     model = StateGraph().model(now=0.0)
     assert model.export() == {"horizon_s": H, "nodes": [], "edges": [], "current": None}
