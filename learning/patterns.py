@@ -505,7 +505,9 @@ def cold_start(
         f"{duration_s:g} simulated s each ({healthy_s:g} s healthy), numbers varied per seed; "
         "labels from the checkpoints"
     )
-    return train(windows, labels, groups=groups, horizon_s=horizon_s, provenance=provenance)
+    model = train(windows, labels, groups=groups, horizon_s=horizon_s, provenance=provenance)
+    model.card["trained_on"] = "simulator history (cold start)"
+    return model
 
 
 # ---------------------------------------------------------------- held-out figures
@@ -565,6 +567,7 @@ def _card(
         "kind": "patterns",
         "training_s": round(seconds, 1),
         "provenance": provenance or "unspecified",
+        "trained_on": provenance or "unspecified",  # in a word, for each prediction's evidence
         "windows": len(labels),
         "runs": len(set(groups)),
         "held_out_runs": sorted({g for g, h in zip(groups, held, strict=True) if h}),
@@ -633,7 +636,7 @@ def _evidence(
 ) -> list[Evidence]:
     source = f"pattern:v{model.version}"
     minutes = model.horizon_s / 60
-    trained_on = model.card.get("provenance", "unspecified")
+    trained_on = model.card.get("trained_on") or model.card.get("provenance", "unspecified")
     found = [
         Evidence(
             source,

@@ -88,7 +88,7 @@ def test_it_needs_a_minute_of_history(model: PatternModel, leak: Run) -> None:
 
 def test_it_carries_its_card(model: PatternModel) -> None:
     card = model.card
-    assert card["provenance"] == "test runs, seeds 0-3"
+    assert card["provenance"] == card["trained_on"] == "test runs, seeds 0-3"
     assert card["held_out_runs"] and set(card["types"]) == {"cuda_oom"}
     held_out = card["types"]["cuda_oom"]["held_out"]
     assert held_out["positives"] > 0 and held_out["precision"] >= 0.9

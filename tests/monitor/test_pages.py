@@ -5,10 +5,11 @@ import time
 import pytest
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.html import escape
 
 from agent.checkpoint import decode, encode
 from monitor import ingest, polling
-from monitor.models import Checkpoint, Host
+from monitor.models import Checkpoint, Host, LearnedModel
 from tests.factories import make_checkpoint
 
 pytestmark = pytest.mark.django_db
@@ -189,3 +190,26 @@ def test_it_shows_the_figures_vllm_logged_at_its_last_start(client, alice, host)
     assert "KV cache 54.40 GiB = 445632 tokens" in html
     assert "max concurrency 13.60\u00d7 at 32768 tokens" in html
     assert "engine ready in 41.5 s" in html
+
+
+@pytest.mark.parametrize(
+    ("card", "shown"),
+    [
+        ({"provenance": "simulator scenarios a, b", "trained_on": "simulator history (cold start)"},
+         "trained on simulator history (cold start)"),
+        ({"provenance": "this fleet's last 7 days"}, "trained on this fleet's last 7 days"),
+    ],
+)  # fmt: skip
+def test_the_predictions_panel_says_what_the_active_model_was_trained_on(  # type: ignore[no-untyped-def]
+    client, alice, host, card, shown
+) -> None:
+    LearnedModel.objects.create(
+        kind="patterns", version=3, model_format=1, library_version="1.5",
+        created_at=timezone.now(), card=card, blob=b"", active=True,
+    )  # fmt: skip
+    _store(host)
+    client.force_login(alice)
+
+    html = client.get(reverse("host_detail", args=[host.name])).content.decode()
+
+    assert f"pattern model v3, {escape(shown)}" in html
