@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 from typing import Any
 
 import pytest
@@ -100,3 +101,36 @@ def test_malformed_parts_of_a_checkpoint_read_as_missing_and_the_rest_is_read() 
     analyzer = HostAnalyzer()
     assert all(analyzer.add(cp) for cp in window)  # every one used, none raised
     assert not analyzer.add(window[-1])  # as old as the newest: ignored
+
+
+JUNK: list[Any] = [None, "x", -1, 1e308, math.nan, math.inf, [], {}, True, "12", [None], {"a": 1}]
+
+
+def _mutate(part: Any, rng: random.Random) -> None:
+    """Replace, drop or descend into one random field or item of `part`, in place."""
+    keys = list(part) if isinstance(part, dict) else list(range(len(part)))
+    if not keys:
+        return
+    key, r = rng.choice(keys), rng.random()
+    if r < 0.3:
+        part[key] = rng.choice(JUNK)
+    elif r < 0.4:
+        del part[key]
+    elif isinstance(part[key], dict | list):
+        _mutate(part[key], rng)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_no_mutation_of_the_checkpoints_makes_the_analysis_raise(seed: int) -> None:
+    rng = random.Random(seed)
+    window: list[Any] = leaking(60)
+    for _ in range(rng.choice([1, 5, 30, 120])):
+        i = rng.randrange(len(window))
+        if rng.random() < 0.05:
+            window[i] = rng.choice(JUNK)
+        elif isinstance(window[i], dict):
+            _mutate(window[i], rng)
+
+    predictions = analyze(window, T0 + 295)
+
+    assert all(0.0 <= p.probability <= 1.0 for p in predictions)
