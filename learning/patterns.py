@@ -699,7 +699,10 @@ def loads(data: bytes) -> PatternModel:
             f"pattern model trained with scikit-learn {header.get('sklearn_version')}, "
             f"this is {sklearn.__version__}: retrain"
         )
-    model = pickle.loads(body)
+    try:
+        model = pickle.loads(body)
+    except Exception as exc:  # a truncated or damaged body fails in many ways
+        raise ModelError(f"the saved pattern model is unreadable ({exc!r:.100}): retrain") from None
     if not isinstance(model, PatternModel) or model.model_format != MODEL_FORMAT:
         raise ModelError("the saved pattern model does not match its header: retrain")
     return model

@@ -135,6 +135,14 @@ def test_it_refuses_a_model_trained_with_another_scikit_learn(model: PatternMode
         patterns.loads(b"pickle" + data[len(MAGIC) :])
 
 
+def test_it_refuses_a_truncated_or_damaged_model(model: PatternModel) -> None:
+    data = patterns.dumps(model)
+    header_end = data.index(b"\n") + 1
+    for damaged in (data[: len(data) // 2], data[:header_end] + b"\x00garbage", data[:header_end]):
+        with pytest.raises(ModelError, match="unreadable"):
+            patterns.loads(damaged)
+
+
 def test_it_predicts_for_one_window_in_about_a_millisecond(model: PatternModel, leak: Run) -> None:
     w: Window = window(leak.checkpoints)
     now = float(w.t[-1])
