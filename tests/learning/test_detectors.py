@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -10,6 +11,7 @@ import numpy as np
 from agent.checkpoint import to_dict
 from agent.lifecycle import LifecycleState
 from learning.detectors import (
+    SLOWDOWN_C,
     Finding,
     detect,
     fd_exhaustion,
@@ -304,6 +306,52 @@ def test_it_warns_before_the_gpu_reaches_its_slowdown_temperature() -> None:
     hotter = thermal(w, now_of(w), slowdown_c=95.0)  # a GPU rated hotter
     assert hotter is not None and hotter.time_to_exhaustion_s is not None
     assert abs(hotter.time_to_exhaustion_s - (95 - 79.5) / 0.3) < 10
+
+
+def heated(targets: np.ndarray, start_c: float, tau_s: float = 40.0) -> np.ndarray:
+    """Whole-degree readings every 5 s of a die following `targets` with a first-order lag."""
+    temps, temp = [], start_c
+    for target in targets:
+        temp += (target - temp) * (1 - math.exp(-5.0 / tau_s))
+        temps.append(round(temp))
+    return np.array(temps, dtype=float)
+
+
+def ramp(flat: int, base: float, rise: float, ramp_s: float, after: int) -> np.ndarray:
+    t = np.arange(flat + after) * 5.0
+    return base + rise * np.clip((t - flat * 5.0) / ramp_s, 0.0, 1.0)
+
+
+def warning_lead_s(temps: np.ndarray) -> float:
+    """Seconds between the first warning and the first reading at the slowdown point."""
+    at_slowdown = int(np.flatnonzero(temps >= SLOWDOWN_C)[0])
+    w = host(at_slowdown, gpu_temperature_c=temps[:at_slowdown])
+    first = next(
+        i for i in range(6, at_slowdown)
+        if (f := thermal(w.upto(i), float(w.t[i]))) is not None and f.severity != "info"
+    )  # fmt: skip
+    return 5.0 * (at_slowdown - first)
+
+
+def test_it_warns_early_of_a_cooling_failure_after_minutes_of_steady_readings() -> None:
+    # Four steady minutes, then the cooling fails over 90 s: 87 C 100 s later. A trend over
+    # the five minutes read the first minute of the rise as noise (30 s of warning).
+    temps = heated(ramp(48, 56.0, 45.0, 90.0, 40), start_c=56.0)
+    assert warning_lead_s(temps) >= 45.0
+
+
+def test_it_warns_early_when_the_cooling_fails_again_after_a_throttle() -> None:
+    # Cooled from 86 C back to 57 C, then failing again: the rise alone is projected, not a
+    # line through the cooling and the warming (which warned 15 s ahead).
+    targets = np.concatenate([np.full(30, 56.0), ramp(0, 56.0, 45.0, 90.0, 40)])
+    temps = heated(targets, start_c=86.0)
+    assert warning_lead_s(temps) >= 45.0
+
+
+def test_a_load_that_warms_the_gpu_a_few_degrees_is_no_warning() -> None:
+    temps = heated(ramp(48, 56.0, 6.0, 40.0, 60), start_c=56.0)
+    w = host(len(temps), gpu_temperature_c=temps)
+    assert all(thermal(w.upto(i), float(w.t[i])) is None for i in range(6, len(temps)))
 
 
 def test_it_reports_thermal_throttling_now() -> None:
