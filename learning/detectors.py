@@ -801,12 +801,12 @@ def _heating(t: np.ndarray, y: np.ndarray, slowdown_c: float) -> _Heating | None
     rate = trend(t[recent_rise], y[recent_rise]).slope if recent_rise.sum() >= 3 else math.nan
     if not rate > 0 or level < slowdown_c:
         return None
-    if math.isfinite(level):
-        eta = (
+    eta = (slowdown_c - now_c) / rate  # at its present pace
+    if math.isfinite(level):  # slowing toward `level`: no sooner than at its present pace
+        slowing = (
             math.log((level - now_c) / (level - slowdown_c)) / k if level > slowdown_c else math.inf
         )
-    else:
-        eta = (slowdown_c - now_c) / rate
+        eta = max(eta, slowing)
     if eta > RISE_TRUST * _sustained_s(t, y, rate):
         return None  # projected further ahead than the rise has kept its pace
     return _Heating(rate, level, max(eta, 0.0))

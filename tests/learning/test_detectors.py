@@ -354,6 +354,19 @@ def test_a_load_that_warms_the_gpu_a_few_degrees_is_no_warning() -> None:
     assert all(thermal(w.upto(i), float(w.t[i])) is None for i in range(6, len(temps)))
 
 
+def test_a_rise_that_levels_off_far_below_the_slowdown_point_is_no_warning() -> None:
+    # A simulated load spike's: its rate against its level is all but flat, which put the
+    # level it heads for at 3e17 C and the slowdown point "0 s" away.
+    temps = np.array(
+        [60, 60, 59, 59, 59, 59, 58, 58, 57, 56, 56, 55, 55, 55, 55, 55, 55, 54, 54, 54, 54, 54,
+         54, 54, 54, 54, 54, 54, 54, 53, 53, 53, 53, 54, 54, 54, 54, 54, 54, 54, 55, 55, 55, 55,
+         56, 56, 56, 56, 57, 58, 58, 58, 59, 60, 60, 60, 60, 61, 61, 61, 61],
+        dtype=float,
+    )  # fmt: skip
+    w = host(len(temps), gpu_temperature_c=temps)
+    assert thermal(w, now_of(w)) is None
+
+
 def test_it_reports_thermal_throttling_now() -> None:
     def throttled(cp: dict[str, Any], i: int) -> None:
         cp["gpus"][0]["throttle_reasons"] = ["sw_thermal_slowdown"] if i > 10 else []
