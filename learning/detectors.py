@@ -117,7 +117,7 @@ THERMAL_LOOKBACK_S = 300.0
 HEATING_STEP_S = 15.0  # whole degrees: the rate over one 5 s poll is mostly rounding
 MIN_HEATING_PAIRS = 4
 MIN_RISE_C = 3.0  # whole degrees: less is a reading's rounding and noise
-RISE_RATE_S = 30.0  # the rise's rate now: over its newest half minute
+RISE_RATE_S = 30.0  # the rise's rate now: over its newest half minute (3 readings at least)
 MIN_RISE_S = 30.0  # a shorter rise cannot show whether it bends
 # A rise is projected at most this many times as long as it has kept its pace (a step of
 # HEATING_STEP_S at under SUSTAINED_SHARE of its newest rate ends that). On the simulator's
@@ -797,8 +797,8 @@ def _heating(t: np.ndarray, y: np.ndarray, slowdown_c: float) -> _Heating | None
     if fit is None:
         return None
     level, k = fit
-    recent_rise = t >= t[-1] - RISE_RATE_S
-    rate = trend(t[recent_rise], y[recent_rise]).slope if recent_rise.sum() >= 3 else math.nan
+    newest = min(int(np.searchsorted(t, t[-1] - RISE_RATE_S)), len(t) - 3)  # 3 at slow polls
+    rate = trend(t[newest:], y[newest:]).slope if newest >= 0 else math.nan
     if not rate > 0 or level < slowdown_c:
         return None
     eta = (slowdown_c - now_c) / rate  # at its present pace
