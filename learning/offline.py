@@ -62,8 +62,8 @@ def read_checkpoints(text: str) -> tuple[dict[str, list[dict[str, Any]]], Counte
 def _items(text: str, left_out: Counter[str]) -> Iterator[Any]:
     try:
         whole = json.loads(text)
-    except ValueError:
-        whole = None
+    except ValueError:  # not one document: one per line
+        pass
     else:
         yield from whole if isinstance(whole, list) else [whole]
         return
@@ -132,13 +132,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.replay:
         for host, checkpoints in by_host.items():
             for event in replay(checkpoints, model):
-                print(json.dumps({"host": host, **event}))
+                print(_json({"host": host, **event}))
     else:
         out = {"hosts": analyse(by_host, args.now, model), "left_out": dict(left_out)}
-        print(json.dumps(out, indent=1))
+        print(_json(out, indent=1))
     if left_out:
         print(f"left out: {dict(left_out)}", file=sys.stderr)
     return 0
+
+
+def _json(value: Any, indent: int | None = None) -> str:
+    """Return `value` as strict JSON: a figure that is not a finite number becomes null."""
+    return json.dumps(_finite(value), indent=indent, allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _model(path: str | None) -> Any:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -92,3 +93,10 @@ def test_a_missing_file_or_an_unreadable_model_is_an_error(
     model.write_bytes(patterns.MAGIC + b' {"model_format": 1}\n')
     status, _, err = run([str(path), "--model", str(model)], capsys)
     assert status == 2 and "model.bin" in err
+
+
+def test_it_writes_strict_json_where_a_figure_is_not_a_number() -> None:
+    value = {"values": [1.5, math.nan], "band": (math.inf, -math.inf), "n": 3, "ok": True}
+    assert (
+        offline._json(value) == '{"values": [1.5, null], "band": [null, null], "n": 3, "ok": true}'
+    )
