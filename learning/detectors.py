@@ -111,9 +111,8 @@ MIN_FD_RISE = 10.0
 # Temperature
 THERMAL_LOOKBACK_S = 300.0
 # A GPU warming after a start: 50-60 s in, its dozen readings fit a line to the slowdown point
-# before the trend can tell them bend (2 false critical warnings in 144 healthy host-hours).
-# Its rate against its level says it heads for 52-74 C; a failing cooling's, for over 100 C.
-# That removed one of the two: the other warmed at an even 2 C per 5 s for 55 s.
+# (a line gave 2 false critical warnings in 144 healthy host-hours). Its rate against its
+# level (Newton's law, _newton) says it heads for 52-74 C; a failing cooling's, for over 100 C.
 HEATING_STEP_S = 15.0  # whole degrees: the rate over one 5 s poll is mostly rounding
 MIN_HEATING_PAIRS = 4
 MIN_RISE_C = 3.0  # whole degrees: less is a reading's rounding and noise
