@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from learning import hysteresis
-from learning.predict import HostAnalyzer, analysis_of
+from learning.predict import HostAnalyzer
 from learning.window import collected_at
 
 
@@ -82,7 +82,10 @@ def analyse(
     hosts = {}
     for host, checkpoints in by_host.items():
         at = now if now is not None else collected_at(checkpoints[-1])
-        result = analysis_of(checkpoints, at, model=model)
+        analyzer = HostAnalyzer(window_s=math.inf)  # all of them, as predict.analyze reads a window
+        for checkpoint in checkpoints:  # read_checkpoints left them usable and in time order
+            analyzer.add(checkpoint)
+        result = analyzer.analyze(at, model=model)
         hosts[host] = {
             "now": at,
             "checkpoints": len(checkpoints),

@@ -166,23 +166,11 @@ def analyze(
     """Return the predicted failures of the host whose checkpoints (dicts) are in `window`.
     Entries that are not objects or have no usable `collected_at` are left out; malformed
     parts of a checkpoint read as missing."""
-    return analysis_of(window, now, model=model, graph=graph, horizon_s=horizon_s).predictions
-
-
-def analysis_of(
-    window: Sequence[dict[str, Any]],
-    now: float,
-    *,
-    model: Any = None,
-    graph: Any = None,
-    horizon_s: float = DEFAULT_HORIZON_S,
-) -> Analysis:
-    """Return the predictions and forecasts of `window`, as `analyze` reads it."""
     analyzer = HostAnalyzer(horizon_s=horizon_s, window_s=math.inf)
     usable = [cp for cp in window if isinstance(cp, dict) and not math.isnan(collected_at(cp))]
     for checkpoint in sorted(usable, key=collected_at):
         analyzer.add(checkpoint)
-    return analyzer.analyze(now, model=model, graph=graph)
+    return analyzer.analyze(now, model=model, graph=graph).predictions
 
 
 class PredictiveFailureDetector:
