@@ -1,9 +1,9 @@
 """The agent: runs the collectors concurrently and assembles one Checkpoint per collection.
 
 `collect()` never raises for a collector's failure: whatever a collector cannot produce is
-named in `checkpoint.missing` (`vllm`, `vllm_metrics`, `gpu`, `process`) with the reason.
-Concurrent calls share one collection in flight, so a burst of polls costs one scrape; each
-caller then gets the events it asked for (`events_since`).
+named in `checkpoint.missing` (`vllm`, `vllm_metrics`, `gpu`, `process`, `system`) with
+the reason. Concurrent calls share one collection in flight, so a burst of polls costs one
+scrape; each caller then gets the events it asked for (`events_since`).
 
 The agent's parts, for whoever adds to it:
     agent.vllm      its hold on vLLM (agent/control.py): supervise or attach mode
@@ -36,6 +36,7 @@ from agent.checkpoint import (
 from agent.clock import SYSTEM_CLOCK, Clock
 from agent.collectors.gpu import GpuCollector
 from agent.collectors.process import ProcessCollector
+from agent.collectors.system import SystemCollector
 from agent.collectors.vllm import VllmCollector, VllmProbe
 from agent.config import AgentConfig
 from agent.control import VllmControl
@@ -62,6 +63,7 @@ class Agent:
         *,
         nvml: Any | None = None,
         process_source: Any | None = None,
+        system_source: Any | None = None,
         vllm: VllmControl | None = None,
         signaller: Signaller | None = None,
         clock: Clock = SYSTEM_CLOCK,
@@ -78,6 +80,7 @@ class Agent:
         self._gpu = GpuCollector(self.nvml) if self.nvml is not None else None
         source = process_source if process_source is not None else self.vllm.process
         self._process = ProcessCollector(source, pid=config.vllm_pid, port=config.vllm_port)
+        self._system = SystemCollector(system_source, config.disk_paths)
         self._lifecycle = StateTracker(self.events, config.stall_after_s)
         self._exceptions = ExceptionMonitor(self.events)
         self.logs.subscribe(self._read_log_line)
@@ -193,15 +196,17 @@ class Agent:
     async def _collect(self) -> Checkpoint:
         collected_at, started = self.clock.time(), self.clock.monotonic()
         missing: dict[str, str] = {}
-        probe, gpus, process = await asyncio.gather(
+        probe, gpus, process, system = await asyncio.gather(
             _guarded("vllm", missing, self._vllm.collect()),
             _guarded("gpu", missing, self._collect_gpus(started)),
             _guarded("process", missing, self._process.collect(started, collected_at)),
+            _guarded("system", missing, self._system.collect()),
         )
         probe = probe or VllmProbe(vllm=None)
         missing.update(probe.missing)
         gpu_list = _unpack("gpu", gpus, missing) or []
         proc = _unpack("process", process, missing)
+        machine = _unpack("system", system, missing)
         for error in self._exceptions.flush(self.clock.time()):
             self._lifecycle.on_error(error)  # before update(): a death's cause comes first
         self._gpu_health.update(gpu_list, collected_at)
@@ -230,6 +235,7 @@ class Agent:
                 gpus=gpu_list,
                 gpu_backend=self.config.gpu_backend,
                 process=proc,
+                system=machine,
                 missing=missing,
                 mode=self.vllm.mode,
                 engine_args=engine_args or {},
@@ -255,7 +261,7 @@ def _validated(cp: Checkpoint) -> Checkpoint:
         return decode(encode(cp))
     except CheckpointError as first:
         log.warning("checkpoint failed validation: %s", first)
-    sections: dict[str, Any] = {"vllm": None, "gpus": [], "process": None}
+    sections: dict[str, Any] = {"vllm": None, "gpus": [], "process": None, "system": None}
     for name, empty in sections.items():
         try:
             decode(encode(replace(cp, **{n: e for n, e in sections.items() if n != name})))

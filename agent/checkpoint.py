@@ -44,6 +44,11 @@ Fields (all times are epoch seconds, floats; a `None` means "not measured"):
     gpu_backend         str     "nvml", "simulated" or "none": where `gpus` came from
     process             Process the vLLM process tree (psutil): rss_bytes (tree), cpu_pct
                                 (tree, 100 = one core), open_fds, threads, children, uptime_s
+    system              System  the machine around it: memory_total_bytes and
+                                memory_available_bytes (RAM, or the agent's cgroup limit when
+                                that is lower), disks [{path, total_bytes, used_bytes,
+                                free_bytes}]: each watched filesystem once (/, /dev/shm, the
+                                model cache by default), free_bytes as unprivileged users see it
     missing             dict[str, str]    collector name -> why it produced nothing
     mode                str     "supervise" (the agent runs vLLM) or "attach" (vLLM runs elsewhere)
     engine_args         dict    vLLM's engine arguments as the agent knows them (the command line
@@ -70,6 +75,7 @@ Version history:
     2  2026-11  events (transitions, gpu_events, validations, ids on errors), mode, engine_args,
                 startup, steps, event_seq; GPU health fields (aggregate ECC, retired pages,
                 remapped rows, lost). Version 1 payloads still decode: every addition has a default.
+    3  2026-11  system: host memory and disks. Earlier payloads decode with system None.
 """
 
 from __future__ import annotations
@@ -82,7 +88,7 @@ import msgspec
 
 from agent.lifecycle import LifecycleState
 
-CHECKPOINT_VERSION = 2
+CHECKPOINT_VERSION = 3
 
 NonNeg = Annotated[float, msgspec.Meta(ge=0)]
 Pct = Annotated[float, msgspec.Meta(ge=0, le=100)]
@@ -291,6 +297,27 @@ class Process:
 
 
 @dataclass(kw_only=True, slots=True)
+class Disk:
+    path: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
+    total_bytes: NonNeg
+    used_bytes: NonNeg
+    free_bytes: NonNeg  # less than total - used where the filesystem reserves blocks for root
+
+    @property
+    def used_pct(self) -> float | None:
+        """Return the share in use as `df` counts it: of what unprivileged users can have."""
+        usable = self.used_bytes + self.free_bytes
+        return 100.0 * self.used_bytes / usable if usable else None
+
+
+@dataclass(kw_only=True, slots=True)
+class System:
+    memory_total_bytes: NonNeg | None = None
+    memory_available_bytes: NonNeg | None = None
+    disks: list[Disk] = field(default_factory=list)
+
+
+@dataclass(kw_only=True, slots=True)
 class ErrorEvent:
     category: str  # one of ERROR_CATEGORIES
     message: str  # the line that says what went wrong, e.g. "torch.OutOfMemoryError: CUDA out..."
@@ -395,6 +422,7 @@ class Checkpoint:
     gpus: list[Gpu] = field(default_factory=list)
     gpu_backend: str = "none"
     process: Process | None = None
+    system: System | None = None
     missing: dict[str, str] = field(default_factory=dict)
     mode: str = "attach"
     engine_args: dict[str, Any] = field(default_factory=dict)

@@ -28,6 +28,8 @@ class AgentConfig:
     vllm_pid: int | None = None  # else found by the process listening on vllm_url's port
     scrape_timeout_s: float = 2.0
     stall_after_s: float = 15.0  # no forward progress this long with requests running
+    # Filesystems to watch, by a path on each; empty: agent.collectors.system.default_paths().
+    disk_paths: list[str] = field(default_factory=list)
     # supervise mode
     vllm_command: list[str] = field(default_factory=list)  # the vLLM argv the agent runs
     restart_on_failure: bool = False  # restart vLLM after an exit the agent did not ask for
@@ -87,6 +89,10 @@ def _problems(config: AgentConfig) -> list[str]:
     for name in ("stall_after_s", "restart_delay_s"):
         if getattr(config, name) < 0:
             problems.append(f"{name} must not be negative")
+    paths = config.disk_paths
+    if not isinstance(paths, list) or any(not isinstance(p, str) or not p or "\0" in p
+                                          for p in paths):  # fmt: skip
+        problems.append("disk_paths must be a list of paths")
     return problems + _mode_problems(config) + _argv_problems(config)
 
 

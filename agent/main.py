@@ -100,6 +100,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--gpu-backend", choices=GPU_BACKENDS)
     p.add_argument("--scrape-timeout-s", type=float)
     p.add_argument("--stall-after-s", type=float)
+    p.add_argument(
+        "--disk",
+        dest="disk_paths",
+        action="append",
+        metavar="PATH",
+        help="watch the filesystem holding PATH (repeat; default: /, /dev/shm, the HF and vLLM "
+        "caches, /tmp)",
+    )
     supervise = p.add_argument_group("supervise mode (run)")
     supervise.add_argument(
         "--restart-on-failure", action="store_true", help="restart vLLM after an unexpected exit"

@@ -42,6 +42,7 @@ async def test_it_serves_checkpoints_until_terminated(tmp_path: Path, fake_vllm)
     token_file.write_text(SECRET + "\n")
     args = ["--host-name", "gpu-07", "--token-file", str(token_file), "--listen-port", "0"]
     args += ["--vllm-url", fake_vllm.url, "--gpu-backend", "none", "--log-level", "DEBUG"]
+    args += ["--disk", str(tmp_path)]
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
@@ -59,6 +60,9 @@ async def test_it_serves_checkpoints_until_terminated(tmp_path: Path, fake_vllm)
             cp = decode(await resp.read())
         assert (cp.host, cp.gpu_backend) == ("gpu-07", "none")
         assert cp.vllm is not None and cp.vllm.requests_running == 96
+        # The machine: its memory, and the one filesystem asked for instead of the defaults.
+        assert cp.system is not None and [d.path for d in cp.system.disks] == [str(tmp_path)]
+        assert 0 < (cp.system.memory_available_bytes or 0) <= (cp.system.memory_total_bytes or 0)
     finally:
         proc.send_signal(signal.SIGTERM)
         rest = (await asyncio.wait_for(proc.stderr.read(), 30)).decode()
