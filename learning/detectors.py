@@ -37,7 +37,7 @@ from learning.robust import (
     trend,
     trend_of,
 )
-from learning.window import Window, gpu_memory, obj, padded
+from learning.window import Window, disks, gpu_memory, obj, padded
 
 CRITICAL_S = DEFAULT_HORIZON_S
 WARNING_S = 1800.0
@@ -107,6 +107,15 @@ MIN_FINISHED_GROWTH = 1.05
 # File descriptors
 FD_HIGH_SHARE = 0.9  # this share of the limit in use is critical, trend or not
 MIN_FD_RISE = 10.0
+
+# Disks: nearly full is under both lines (a 64 MiB /dev/shm has never a GiB free; 2 % of a
+# 4 TB disk is 80 GB, room for hours of logs).
+DISK_LOW_SHARE = 0.02
+DISK_LOW_BYTES = 1024.0**3
+# A filling disk has taken at least this much in the lookback (the leak test also asks it to
+# rise above its own noise): a log line now and then is not a trend.
+MIN_DISK_FILL_SHARE = 0.001
+MIN_DISK_FILL_BYTES = 64 * 1024.0**2
 
 # Temperature
 THERMAL_LOOKBACK_S = 300.0
@@ -186,6 +195,7 @@ def detect(
         kv_cache_demand(w, now),
         queue_growth(w, now, waiting_limit=waiting_limit),
         fd_exhaustion(w, now, fd_limit=fd_limit),
+        disk_exhaustion(w, now),
         thermal(w, now, slowdown_c=slowdown_c),
     ]
     found = [f for f in findings if f is not None]
@@ -357,14 +367,18 @@ def host_memory_leak(
     limit_bytes: float | None = None,
     lookback_s: float = LEAK_LOOKBACK_S,
 ) -> Finding | None:
-    """Return a finding when the vLLM process tree's resident memory rises steadily; the time
-    to exhaustion needs the host's limit (RAM or cgroup), which the checkpoint does not carry."""
+    """Return a finding when the vLLM process tree's resident memory rises steadily, with the
+    time until the machine has none left: its limit is `limit_bytes`, else what it holds now
+    plus what the machine still has available (RAM, or the container's cgroup limit)."""
     t, rss = recent(w, "process_rss_bytes", lookback_s)
     if len(rss) == 0:
         return None
     leak = _leak(t, rss, min_rise=0.01 * median(rss))
     if leak is None:
         return None
+    if limit_bytes is None:
+        available = newest(w, "host_mem_available_bytes")
+        limit_bytes = None if math.isnan(available) else float(rss[-1]) + available
     eta = _eta_to(leak.trend, limit_bytes, now)
     rate_mib = leak.trend.slope / MIB
     level = leak.trend.value_at(max(now, leak.trend.t_ref))
@@ -425,6 +439,75 @@ def fd_exhaustion(
         time_to_exhaustion_s=eta,
         figures=figures,
     )
+
+
+def disk_exhaustion(w: Window, now: float, lookback_s: float = LEAK_LOOKBACK_S) -> Finding | None:
+    """Return the finding of the watched filesystem that runs out of space first: its free
+    space falling steadily (the leak test, on the space taken), with the time until none is
+    left, or nearly none left already. A cache that is emptied and refilled is no trend.
+
+    Full, vLLM fails where it writes: compiled graphs and downloads on the caches' disk,
+    tensor-parallel workers' shared memory on /dev/shm (reference: "Disk full" under model
+    load errors, /dev/shm too small under NCCL init).
+    """
+    if not w.checkpoints:
+        return None
+    found = [f for d in disks(w.checkpoints[-1]) if (f := _disk(w, now, d.path, lookback_s))]
+    return min(found, key=lambda f: (SEVERITY_ORDER[f.severity], _eta_key(f)), default=None)
+
+
+def _disk(w: Window, now: float, path: str, lookback_s: float) -> Finding | None:
+    t, free, total = _disk_series(w, path, lookback_s)
+    if len(t) == 0 or math.isnan(free[-1]) or not total > 0:
+        return None
+    ok = ~np.isnan(free)
+    leak = _leak(t[ok], -free[ok], max(MIN_DISK_FILL_SHARE * total, MIN_DISK_FILL_BYTES))
+    level = float(free[-1])
+    low = level <= min(DISK_LOW_SHARE * total, DISK_LOW_BYTES)
+    if leak is None and not low:
+        return None
+    eta = _eta_to(leak.trend, 0.0, now) if leak is not None else None
+    if level <= 0:
+        eta = 0.0
+    rate = leak.trend.slope if leak is not None else 0.0
+    return Finding(
+        what="disk_exhaustion",
+        failure_type="system_resource",
+        # Nearly full and not filling: anything that writes fails, nothing says when.
+        severity=severity_for(eta) if leak is not None or level <= 0 else "warning",
+        summary=f"{path}: {_gib(level)} free of {_gib(total)}"
+        + (f", filling {rate / MIB:.1f} MiB/s" if leak is not None else ", nearly full")
+        + "; "
+        + _eta_words(eta, "full"),
+        time_to_exhaustion_s=eta,
+        figures={
+            "free_gib": level / 1024.0**3,
+            "total_gib": total / 1024.0**3,
+            "fill_mib_per_s": rate / MIB,
+        },
+    )
+
+
+def _disk_series(w: Window, path: str, lookback_s: float) -> tuple[np.ndarray, np.ndarray, float]:
+    """Return the times and free bytes of the filesystem at `path` over the lookback (NaN where
+    a checkpoint does not have it), and its newest size."""
+    first = int(np.searchsorted(w.t, w.t[-1] - lookback_s))
+    rows = w.cache.get("rows")
+    listed = [r.disks for r in rows[first:]] if rows is not None else [
+        disks(cp) for cp in w.checkpoints[first:]
+    ]  # fmt: skip
+    free = np.full(len(listed), math.nan)
+    total = math.nan
+    for i, found in enumerate(listed):
+        for d in found:
+            if d.path == path:
+                free[i], total = d.free_bytes, d.total_bytes
+                break
+    return w.t[first:], free, total
+
+
+def _gib(n: float) -> str:
+    return f"{n / 1024.0**3:.1f} GiB"
 
 
 def _max_fds(w: Window) -> float | None:

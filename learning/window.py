@@ -10,7 +10,7 @@ import math
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -110,6 +110,8 @@ SERIES: dict[str, Getter] = {
     "prefill_p99_s": _latency("prefill", "p99_s"),
     "process_rss_bytes": _process("rss_bytes"),
     "process_open_fds": _process("open_fds"),
+    "host_mem_available_bytes": lambda cp: obj(cp.get("system")).get("memory_available_bytes"),
+    "host_mem_total_bytes": lambda cp: obj(cp.get("system")).get("memory_total_bytes"),
     "forward_progress": lambda cp: _bool(obj(cp.get("vllm")).get("forward_progress")),
     "health_ok": lambda cp: _bool(obj(obj(cp.get("vllm")).get("health")).get("ok")),
 }
@@ -185,6 +187,7 @@ class Row:
     # Each GPU's used and total memory (bytes), in the checkpoint's order.
     gpu_used: tuple[float, ...] = ()
     gpu_total: tuple[float, ...] = ()
+    disks: tuple[Disk, ...] = ()
 
     def value(self, name: str) -> float:
         return self.values[SERIES_INDEX[name]]
@@ -202,6 +205,7 @@ def row(checkpoint: dict[str, Any]) -> Row:
         checkpoint=checkpoint,
         gpu_used=used,
         gpu_total=total,
+        disks=disks(checkpoint),
     )
 
 
@@ -227,6 +231,21 @@ def gpu_memory(checkpoint: dict[str, Any]) -> tuple[tuple[float, ...], tuple[flo
     return (
         tuple(_num(g.get("memory_used_bytes")) for g in listed),
         tuple(_num(g.get("memory_total_bytes")) for g in listed),
+    )
+
+
+class Disk(NamedTuple):
+    path: str
+    free_bytes: float
+    total_bytes: float
+
+
+def disks(checkpoint: dict[str, Any]) -> tuple[Disk, ...]:
+    """Return the watched filesystems in `checkpoint` with a path and figures (NaN missing)."""
+    return tuple(
+        Disk(d["path"], _num(d.get("free_bytes")), _num(d.get("total_bytes")))
+        for d in _listed(obj(checkpoint.get("system")).get("disks"))
+        if isinstance(d, dict) and isinstance(d.get("path"), str)
     )
 
 

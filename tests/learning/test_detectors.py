@@ -14,6 +14,7 @@ from learning.detectors import (
     SLOWDOWN_C,
     Finding,
     detect,
+    disk_exhaustion,
     fd_exhaustion,
     gpu_memory_leak,
     host_memory_leak,
@@ -189,6 +190,114 @@ def test_it_calls_file_descriptors_near_the_limit_critical_even_without_a_trend(
     f = fd_exhaustion(w, now_of(w))
     assert f is not None and f.severity == "critical"
     assert fd_exhaustion(w, now_of(w), fd_limit=65536) is None
+
+
+def test_a_host_memory_leak_runs_out_when_the_machine_has_none_available() -> None:
+    rss = 6 * GIB + 8 * MIB * 5 * np.arange(100)
+    available = 14 * GIB - 8 * MIB * 5 * np.arange(100)  # the leak is what takes it
+
+    def patch(cp: dict[str, Any], i: int) -> None:
+        process(rss=rss)(cp, i)
+        cp["system"] = {"memory_total_bytes": 64 * GIB, "memory_available_bytes": available[i]}
+
+    w = host(100, patch=patch)
+    found = host_memory_leak(w, now_of(w))
+    assert found is not None and found.time_to_exhaustion_s is not None
+    expected = available[-1] / (8 * MIB)  # about 20 minutes
+    assert abs(found.time_to_exhaustion_s - expected) < 0.05 * expected
+    assert (
+        found.severity == "warning"
+        and found.figures["limit_mib"] == (rss[-1] + available[-1]) / MIB
+    )
+
+
+# Disks ---------------------------------------------------------------------------------------
+
+
+def machine(**free_by_path: np.ndarray | float) -> Patch:
+    """Disks of 1 TiB (64 MiB for /dev/shm) with the given free bytes, one value per checkpoint
+    or constant."""
+
+    def patch(cp: dict[str, Any], i: int) -> None:
+        listed = []
+        for name, free in free_by_path.items():
+            path = "/" + name.replace("_", "/") if name != "root" else "/"
+            total = 64 * MIB if path == "/dev/shm" else 1024 * GIB
+            value = float(free[i]) if isinstance(free, np.ndarray) else float(free)
+            listed.append({"path": path, "total_bytes": total, "used_bytes": total - value,
+                           "free_bytes": value})  # fmt: skip
+        cp["system"] = {"memory_total_bytes": 64 * GIB, "memory_available_bytes": 40 * GIB,
+                        "disks": listed}  # fmt: skip
+
+    return patch
+
+
+def test_it_finds_a_disk_filling_and_the_time_until_it_is_full() -> None:
+    rng = np.random.default_rng(3)
+    free = 60 * GIB - 50 * MIB * 5 * np.arange(120) + rng.normal(0, 20 * MIB, 120)
+    w = host(120, patch=machine(root=free, data=500 * GIB))
+    f = disk_exhaustion(w, now_of(w))
+
+    assert f is not None and (f.what, f.failure_type) == ("disk_exhaustion", "system_resource")
+    expected = free[-1] / (50 * MIB)  # about 10 minutes
+    assert f.time_to_exhaustion_s is not None
+    assert abs(f.time_to_exhaustion_s - expected) < 0.1 * expected
+    assert f.severity == "warning" and abs(f.figures["fill_mib_per_s"] - 50) < 3
+    assert f.summary.startswith("/: ") and "filling" in f.summary
+    assert f in detect(w, now_of(w))
+
+
+def test_a_cache_emptied_again_or_a_disk_sitting_still_is_no_trend() -> None:
+    rng = np.random.default_rng(5)
+    # A cache filled by 200 MiB every 5 s and emptied every 100 s, emptied 20 s ago.
+    sawtooth = 300 * GIB - 200 * MIB * (np.arange(125) % 20)
+    still = 300 * GIB + rng.normal(0, 200 * MIB, 125)
+    w = host(125, patch=machine(root=sawtooth, data=still))
+    assert disk_exhaustion(w, now_of(w)) is None
+    # Well into its next filling, it is filling: hours from full, a note and no warning.
+    w = host(139, patch=machine(root=300 * GIB - 200 * MIB * (np.arange(139) % 20)))
+    f = disk_exhaustion(w, now_of(w))
+    assert f is not None and f.severity == "info"
+    assert f.time_to_exhaustion_s is not None and f.time_to_exhaustion_s > 3600
+    # A log line now and then: a slow, steady rise under MIN_DISK_FILL_BYTES in the hour.
+    w = host(120, patch=machine(root=300 * GIB - 4096.0 * np.arange(120)))
+    assert disk_exhaustion(w, now_of(w)) is None
+
+
+def test_a_nearly_full_disk_warns_without_a_trend_and_a_full_one_is_critical() -> None:
+    w = host(30, patch=machine(root=512 * MIB))
+    f = disk_exhaustion(w, now_of(w))
+    assert f is not None and f.severity == "warning" and f.time_to_exhaustion_s is None
+    assert "nearly full" in f.summary
+
+    w = host(30, patch=machine(root=0.0))
+    f = disk_exhaustion(w, now_of(w))
+    assert f is not None and (f.severity, f.time_to_exhaustion_s) == ("critical", 0.0)
+    # 4 MiB free of a 64 MiB /dev/shm is small, not nearly full; 10 GiB of 1 TiB neither.
+    w = host(30, patch=machine(dev_shm=4 * MIB, root=10 * GIB))
+    assert disk_exhaustion(w, now_of(w)) is None
+
+
+def test_the_disk_that_fills_first_is_the_one_reported() -> None:
+    steps = 5 * np.arange(120)
+    w = host(
+        120, patch=machine(root=300 * GIB - 10 * MIB * steps, data=20 * GIB - 10 * MIB * steps)
+    )
+    f = disk_exhaustion(w, now_of(w))
+    assert f is not None and f.summary.startswith("/data: ")
+
+
+def test_malformed_disks_read_as_missing() -> None:
+    def patch(cp: dict[str, Any], i: int) -> None:
+        cp["system"] = [
+            "not an object",
+            {"disks": "none"},
+            {"disks": [{"total_bytes": 1.0}, "x", {"path": "/", "free_bytes": "full"}]},
+            {"disks": [{"path": "/", "free_bytes": 0.0, "total_bytes": None}]},
+        ][i % 4]
+
+    w = host(40, patch=patch)
+    assert disk_exhaustion(w, now_of(w)) is None
 
 
 # KV cache and queue --------------------------------------------------------------------------

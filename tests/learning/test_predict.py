@@ -63,12 +63,40 @@ def test_a_strong_finding_alone_opens_and_the_soonest_believer_sets_the_time() -
 
 
 def leaking(n: int = 120) -> list[dict[str, Any]]:
-    """A host whose GPU memory has been rising for ten minutes, one checkpoint per 5 s."""
+    """A host whose GPU memory has been rising for ten minutes, one checkpoint per 5 s; its
+    disks and RAM steady."""
     used = [(72 + 0.06 * i) * GIB for i in range(n)]
-    return [
-        to_dict(make_checkpoint(collected_at=T0 + 5 * i, gpu_memory_used_bytes=used[i]))
-        for i in range(n)
-    ]
+    window = []
+    for i in range(n):
+        cp = to_dict(make_checkpoint(collected_at=T0 + 5 * i, gpu_memory_used_bytes=used[i]))
+        cp["system"] = system(free_root=400 * GIB)
+        window.append(cp)
+    return window
+
+
+def system(free_root: float) -> dict[str, Any]:
+    disk = {"path": "/", "total_bytes": 1024 * GIB, "free_bytes": free_root}
+    shm = {"path": "/dev/shm", "total_bytes": 32 * GIB, "free_bytes": 31 * GIB}
+    return {
+        "memory_total_bytes": 64 * GIB,
+        "memory_available_bytes": 40 * GIB,
+        "disks": [{**disk, "used_bytes": 1024 * GIB - free_root}, {**shm, "used_bytes": GIB}],
+    }
+
+
+def test_a_disk_filling_is_a_system_resource_failure_to_come() -> None:
+    window = []
+    for i in range(120):  # 100 MiB/s taken, ten minutes on: full in under 4 minutes
+        cp = to_dict(make_checkpoint(collected_at=T0 + 5 * i))
+        cp["system"] = system(free_root=80 * GIB - 100 * 1024**2 * 5 * i)
+        window.append(cp)
+
+    [p] = analyze(window, T0 + 595)
+
+    assert p.failure_type == "system_resource" and p.probability >= OPEN_AT
+    assert p.time_to_failure_s is not None and 200 < p.time_to_failure_s < 250
+    assert p.evidence[0].source == "detector:disk_exhaustion"
+    assert p.recommended_mitigations  # the mitigations issue turns them into proposals
 
 
 def test_entries_that_are_not_checkpoints_are_left_out_of_the_analysis() -> None:
