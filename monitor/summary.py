@@ -49,6 +49,7 @@ def summarize(cp: Checkpoint) -> dict[str, Any]:
         "missing": sorted(cp.missing),
         "mode": cp.mode,
         "startup": _startup_figures(cp),
+        "machine": _machine_figures(cp),
     }
     summary.update(_vllm_figures(cp))
     return summary
@@ -106,6 +107,22 @@ def _fmt(value: float | None, template: str) -> str:
 
 def _fmt_ms(seconds: float | None) -> str:
     return "-" if seconds is None else f"{1000 * seconds:.0f} ms"
+
+
+def _machine_figures(cp: Checkpoint) -> dict[str, Any] | None:
+    """Return the machine's RAM and each watched filesystem's free space, in GB."""
+    system = cp.system
+    if system is None:
+        return None
+    return {
+        "ram_available_gb": _div(system.memory_available_bytes, GB),
+        "ram_total_gb": _div(system.memory_total_bytes, GB),
+        "disks": [
+            {"path": d.path, "free_gb": _div(d.free_bytes, GB), "total_gb": _div(d.total_bytes, GB),
+             "used_pct": _round(d.used_pct)}
+            for d in system.disks
+        ],
+    }  # fmt: skip
 
 
 def _startup_figures(cp: Checkpoint) -> dict[str, Any] | None:

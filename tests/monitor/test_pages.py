@@ -192,6 +192,25 @@ def test_it_shows_the_figures_vllm_logged_at_its_last_start(client, alice, host)
     assert "engine ready in 41.5 s" in html
 
 
+def test_it_shows_the_machines_memory_and_disks(client, alice, host) -> None:  # type: ignore[no-untyped-def]
+    from agent.checkpoint import Disk, System
+
+    gb = 1024.0**3  # the pages' GB (monitor.summary.GB)
+    disks = [
+        Disk(path="/", total_bytes=1000 * gb, used_bytes=940 * gb, free_bytes=60 * gb),
+        Disk(path="/dev/shm", total_bytes=32 * gb, used_bytes=gb, free_bytes=31 * gb),
+    ]
+    machine = System(memory_total_bytes=64 * gb, memory_available_bytes=40 * gb, disks=disks)
+    _store(host, system=machine)
+    client.force_login(alice)
+
+    html = client.get(reverse("host_detail", args=[host.name])).content.decode()
+
+    assert "RAM 40.0 of 64.0 GB available" in html
+    assert "/ 60.0 GB free of 1000.0 GB (94 % used)" in html
+    assert "/dev/shm 31.0 GB free of 32.0 GB (3 % used)" in html
+
+
 @pytest.mark.parametrize(
     ("card", "shown"),
     [
