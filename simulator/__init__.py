@@ -6,7 +6,8 @@ No Django here. The pieces, from the inside out:
     workload, perf, scheduler         clients; step duration; the V1 scheduler, a tick at a time
     stats, histogram, vllm_metrics    counters and histograms; vLLM's families and buckets
     startup, failures, logs           vLLM's log lines and their file
-    gpu, nvml, process                GPUs and a pynvml look-alike; a psutil look-alike tree
+    gpu, nvml, process, system        GPUs and a pynvml look-alike; a psutil look-alike tree,
+                                      and the machine's RAM and disks
     scenario, scenarios/*.toml        timelines of effects (see scenarios/README.md)
     run, engine                       one vLLM process's state; SimulatedVllm.step(dt)
     exposition, server, dev_ops       /metrics via prometheus_client; aiohttp endpoints

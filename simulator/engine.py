@@ -31,6 +31,7 @@ from simulator.run import SHM_WARNING_INTERVAL_S, STATS_LOG_INTERVAL_S, LogWindo
 from simulator.scenario import GPU_HEALTH_KINDS, Conditions, Event, ForeignProcess, Scenario
 from simulator.startup import StartupContext, StartupEvent, plan_startup
 from simulator.stats import HttpStats
+from simulator.system import filesystems
 from simulator.workload import Request, Workload
 
 DEFAULT_MAX_MODEL_LEN = 32768  # as in the reference sample
@@ -66,6 +67,7 @@ class SimulatedVllm:
         self.env.update(scenario.env)
         self.gpus = [idle_gpu(i, scenario.host.gpu_name) for i in range(scenario.host.gpu_count)]
         self.nvml = SimulatedNvml(self.gpus)
+        self.filesystems = filesystems(scenario.host.gpu_count, scenario.host.root_free_gib)
         self.workload = Workload(self.rng, scenario.load, self.given.block_size)
         self.phase = Phase.DOWN
         self.run: ServerRun | None = None
@@ -93,6 +95,18 @@ class SimulatedVllm:
     @property
     def dev_mode(self) -> bool:
         return self.env.get("VLLM_SERVER_DEV_MODE") == "1"
+
+    def disk_used_bytes(self, path: str) -> int:
+        """Return the used bytes of the filesystem at `path`, the vLLM process's writes too."""
+        fs = self.filesystems[path]
+        written = self.run.disk_written_bytes.get(path, 0.0) if self.run else 0.0
+        return min(fs.total_bytes, fs.base_used_bytes + int(written))
+
+    def full_disks(self) -> list[str]:
+        """Return the paths of the filesystems with no space left."""
+        return [
+            p for p, fs in self.filesystems.items() if self.disk_used_bytes(p) >= fs.total_bytes
+        ]
 
     @property
     def lifecycle_phase(self) -> str:
@@ -123,6 +137,8 @@ class SimulatedVllm:
         self.version += 1
         if self.phase is Phase.SERVING:
             self._check_gpu_memory()
+        if self.phase is Phase.SERVING:
+            self._check_disks()
 
     @property
     def _keep_alive(self) -> bool:
@@ -186,6 +202,9 @@ class SimulatedVllm:
         self._record_finished(run)
         self._accept_arrivals(run, t0, t0 + dt, conditions)
         run.leaked_bytes += conditions.gpu_leak_mib_per_s * MIB * dt
+        written = run.disk_written_bytes
+        for path, mib_per_s in conditions.disk_fill_mib_per_s.items():
+            written[path] = written.get(path, 0.0) + mib_per_s * MIB * dt
         self._periodic_logs(run, t0 + dt)
         return conditions
 
@@ -285,6 +304,11 @@ class SimulatedVllm:
                 self._die(failures.cuda_oom(g.memory_total_bytes, free, process, request), self.t)
                 return
 
+    def _check_disks(self) -> None:
+        # The next write on a full filesystem fails, and the engine step that made it with it.
+        if self.full_disks():
+            self._die(failures.no_space_left(), self.t)
+
     # ---------------------------------------------------------------- failures and restarts
 
     def _die(self, lines: list[Line], at: float) -> None:
@@ -315,6 +339,7 @@ class SimulatedVllm:
         self.phase = Phase.DOWN
         run.gpu_bytes = 0
         run.leaked_bytes = 0.0
+        run.disk_written_bytes.clear()  # its scratch directory goes with it
         if self.restart_at is None and self.scenario.restart_after_death_s is not None:
             self.restart_at = at + self.scenario.restart_after_death_s
         self.version += 1

@@ -24,6 +24,8 @@ SHM_HANG = (
     "weight/kv cache quantization)."
 )
 
+NO_SPACE = "OSError: [Errno 28] No space left on device"  # as Python words ENOSPC
+
 STOPPING_CLIENT = "stopping engine client mode=abort timeout=0s"
 
 _BUSY_LOOP = (
@@ -80,6 +82,11 @@ def cuda_oom(
         "    return forward_call(*args, **kwargs)\n"
     )
     return engine_dead(root, frames)
+
+
+def no_space_left() -> list[Line]:
+    """Return a write on a full filesystem failing inside a model step, and the engine death."""
+    return engine_dead(NO_SPACE)
 
 
 def rpc_timeout(method: str = "execute_model") -> list[Line]:

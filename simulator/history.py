@@ -10,6 +10,7 @@ server itself (never from the checkpoints, which are what is evaluated):
 
     cuda_oom            the engine died with more memory used than the GPU has
     nccl_error          the engine died at the NCCL watchdog's timeout (the scenario's event)
+    system_resource     the engine died with a filesystem full (No space left on device)
     engine_dead         any other death (an RPC timeout after a hang, a worker's death)
     hang                the engine stalled: no step makes progress (an engine stall, an NCCL hang)
     gpu_hardware        a GPU-health event of the timeline (XID, uncorrectable ECC, row remap...)
@@ -231,7 +232,7 @@ def _varied_effect(e: Effect, factors: dict[str, float], spread: float) -> Effec
 class _Truth:
     """Watches one simulated server tick by tick and records when failures began."""
 
-    CRASHES = ("cuda_oom", "nccl_error", "engine_dead", "gpu_hardware")
+    CRASHES = ("cuda_oom", "nccl_error", "system_resource", "engine_dead", "gpu_hardware")
 
     def __init__(self, sim: SimulatedVllm) -> None:
         self.sim = sim
@@ -291,6 +292,8 @@ class _Truth:
     def _death_type(self) -> str:
         if any(g.memory_used_bytes > g.memory_total_bytes for g in self.sim.gpus):
             return "cuda_oom"
+        if self.sim.full_disks():
+            return "system_resource"
         return "nccl_error" if self._nccl_due else "engine_dead"
 
     def _watch_stall(self, now: float) -> None:

@@ -2,8 +2,9 @@
 
 The agent is the production code from `agent/`, in supervise mode. `SimulatedHost` runs the
 server in this process (cheap: a fleet of hundreds fits in one event loop): the agent gets
-the host's simulated NVML and a SimulatedSupervisor (simulator/supervised.py) instead of
-pynvml and a child process. `ProcessHost` runs it as a real child process
+the host's simulated NVML, its simulated machine (simulator/system.py: RAM and disks) and
+a SimulatedSupervisor (simulator/supervised.py) instead of pynvml, psutil and a child
+process. `ProcessHost` runs it as a real child process
 (`python -m simulator.vllm_process`) under the agent's own ProcessSupervisor; its GPUs are
 not shown (the simulated GPUs live in the child). Either way the agent scrapes the server
 over loopback HTTP exactly as it would scrape vLLM, and actions restart it for real.
@@ -31,6 +32,7 @@ from simulator.engine import SimulatedVllm
 from simulator.scenario import Scenario, load_scenario
 from simulator.server import VllmHttpServer
 from simulator.supervised import FanoutLog, SimulatedSignaller, SimulatedSupervisor
+from simulator.system import DISK_PATHS, SimulatedSystem
 from simulator.vllm_process import HOST_ENV, SCENARIO_ENV, SEED_ENV, SPEED_ENV
 
 
@@ -120,10 +122,12 @@ class SimulatedHost:
             listen_host=self.bind,
             listen_port=self.agent_port,
             gpu_backend="simulated",
+            disk_paths=list(DISK_PATHS),
         )
         self.agent = Agent(
             config,
             nvml=self.sim.nvml,
+            system_source=SimulatedSystem(self.sim),
             vllm=self.supervisor,
             signaller=SimulatedSignaller(self.sim),
             clock=self.clock,

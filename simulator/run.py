@@ -46,6 +46,7 @@ class ServerRun:
     next_event: int = 0
     gpu_bytes: int = 0  # per GPU, what the vLLM process holds by design
     leaked_bytes: float = 0.0  # per GPU, on top of that
+    disk_written_bytes: dict[str, float] = field(default_factory=dict)  # by filesystem path
     serving_since: float | None = None
     died_t: float | None = None
     stats: EngineStats | None = None

@@ -7,12 +7,14 @@ after the host comes back (unless `replay_after_restart = false`).
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from simulator.catalog import DEFAULT_GPU, DEFAULT_MODEL, GIB, model_spec
+from simulator.system import DISK_PATHS, ROOT_DISK_BYTES
 from simulator.workload import LoadProfile, Shape
 
 SCENARIO_DIR = Path(__file__).parent / "scenarios"
@@ -31,6 +33,7 @@ VOCABULARY: dict[str, dict[str, Any]] = {
     "engine_death": {"cause": "rpc_timeout"},
     "host_memory_leak": {"mib_per_s": REQUIRED},
     "fd_leak": {"per_s": REQUIRED},
+    "disk_fill": {"mib_per_s": REQUIRED, "path": "/"},
     "ecc_errors": {"corrected_per_s": 0.0, "uncorrected": 0, "gpu": 0},
     "pcie_replays": {"per_s": REQUIRED, "gpu": 0},
     "xid": {"code": REQUIRED, "gpu": 0},
@@ -91,6 +94,7 @@ class Conditions:
     fd_leak_per_s: float = 0.0
     ecc_per_s: dict[int, float] = field(default_factory=dict)
     pcie_per_s: dict[int, float] = field(default_factory=dict)
+    disk_fill_mib_per_s: dict[str, float] = field(default_factory=dict)  # by path
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +113,7 @@ class HostSettings:
     gpu_count: int = 1
     startup_scale: float = 0.1
     dev_mode: bool = False
+    root_free_gib: float | None = None  # None: the usual root disk (simulator/system.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +173,7 @@ def _conditions(effects: tuple[Effect, ...], tau: float) -> Conditions:
     foreign: list[ForeignProcess] = []
     ecc: dict[int, float] = {}
     pcie: dict[int, float] = {}
+    disk: dict[str, float] = {}
     stalled = pinned = False
     for e in effects:
         p = e.params
@@ -188,6 +194,8 @@ def _conditions(effects: tuple[Effect, ...], tau: float) -> Conditions:
             ecc[p["gpu"]] = ecc.get(p["gpu"], 0.0) + p["corrected_per_s"]
         elif e.kind == "pcie_replays":
             pcie[p["gpu"]] = pcie.get(p["gpu"], 0.0) + p["per_s"]
+        elif e.kind == "disk_fill":
+            disk[p["path"]] = disk.get(p["path"], 0.0) + p["mib_per_s"]
         elif e.kind in ("engine_stall", "nccl_hang"):
             stalled = True
             pinned = pinned or e.kind == "nccl_hang"
@@ -203,6 +211,7 @@ def _conditions(effects: tuple[Effect, ...], tau: float) -> Conditions:
         fd_leak_per_s=sums["fd_leak"],
         ecc_per_s=ecc,
         pcie_per_s=pcie,
+        disk_fill_mib_per_s=disk,
     )
 
 
@@ -254,6 +263,12 @@ def _host(name: str, raw: dict[str, Any], engine_args: dict[str, Any]) -> HostSe
     _only(f"{name} [host]", raw, set(HostSettings.__dataclass_fields__))
     gpu_count = raw.get("gpu_count", engine_args.get("tensor_parallel_size", 1))
     host = HostSettings(**{**raw, "gpu_count": gpu_count})
+    free = host.root_free_gib
+    if free is not None and not (_is_number(free) and 0 < free * GIB < ROOT_DISK_BYTES):
+        disk_gib = ROOT_DISK_BYTES / GIB
+        raise ScenarioError(
+            f"{name} [host]: root_free_gib must be above 0 and below the disk's {disk_gib:.0f} GiB"
+        )
     try:
         model_spec(host.model)
     except ValueError as exc:
@@ -277,13 +292,25 @@ def _effect(name: str, index: int, raw: dict[str, Any]) -> Effect:
     missing = [k for k, v in params.items() if v is REQUIRED]
     if missing:
         raise ScenarioError(f"{where}: {kind} needs {', '.join(missing)}")
+    _check_values(where, kind, params)
+    if "at_s" not in raw:
+        raise ScenarioError(f"{where}: at_s is required")
+    return Effect(kind, float(raw["at_s"]), raw.get("until_s"), params)
+
+
+def _check_values(where: str, kind: str, params: dict[str, Any]) -> None:
     if kind == "engine_death" and params["cause"] not in DEATH_CAUSES:
         raise ScenarioError(f"{where}: cause must be one of {', '.join(DEATH_CAUSES)}")
     if kind == "xid" and not (isinstance(params["code"], int) and params["code"] > 0):
         raise ScenarioError(f"{where}: code must be a positive integer (the Xid number)")
-    if "at_s" not in raw:
-        raise ScenarioError(f"{where}: at_s is required")
-    return Effect(kind, float(raw["at_s"]), raw.get("until_s"), params)
+    if kind == "disk_fill" and not (_is_number(params["mib_per_s"]) and params["mib_per_s"] > 0):
+        raise ScenarioError(f"{where}: mib_per_s must be a positive number")
+    if kind == "disk_fill" and params["path"] not in DISK_PATHS:
+        raise ScenarioError(f"{where}: path must be one of {', '.join(DISK_PATHS)}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _only(where: str, raw: dict[str, Any], allowed: set[str]) -> None:

@@ -22,6 +22,7 @@ REQUIRED = {
     "engine_death",
     "nccl_hang",
     "thermal_throttling",
+    "disk_fill",
 }
 
 
@@ -47,6 +48,21 @@ def test_it_documents_every_effect_of_the_vocabulary() -> None:
         ({"effects": [{"kind": "engine_death", "at_s": 1, "cause": "bad"}]}, "cause must be"),
         ({"lifecycle": {"restart_after": 3}}, "[lifecycle]: unknown keys restart_after"),
         ({"host": {"model": "gpt-9"}}, "unknown model 'gpt-9'"),
+        ({"effects": [{"kind": "disk_fill", "at_s": 1}]}, "disk_fill needs mib_per_s"),
+        (
+            {"effects": [{"kind": "disk_fill", "at_s": 1, "mib_per_s": -5}]},
+            "effects[0]: mib_per_s must be a positive number",
+        ),
+        (
+            {"effects": [{"kind": "disk_fill", "at_s": 1, "mib_per_s": "fast"}]},
+            "mib_per_s must be a positive number",
+        ),
+        (
+            {"effects": [{"kind": "disk_fill", "at_s": 1, "mib_per_s": 9, "path": "/data"}]},
+            "effects[0]: path must be one of /, /dev/shm",
+        ),
+        ({"host": {"root_free_gib": 0}}, "root_free_gib must be above 0 and below the disk's 3576"),
+        ({"host": {"root_free_gib": 4000}}, "[host]: root_free_gib must be above 0"),
     ],
 )
 def test_it_rejects_a_scenario_outside_the_vocabulary(data: dict, message: str) -> None:
