@@ -61,6 +61,7 @@ FAILURE_SCENARIOS = (
     "engine_death",
     "nccl_hang",
     "xid_hardware_fault",
+    "disk_fill",
 )
 HEALTHY_SCENARIOS = ("healthy", "load_spike")
 THERMAL_BITS = SW_THERMAL_SLOWDOWN | HW_THERMAL_SLOWDOWN
