@@ -37,7 +37,7 @@ from learning.robust import (
     trend,
     trend_of,
 )
-from learning.window import Window, disks, gpu_memory, obj, padded
+from learning.window import Window, disk_space, gpu_memory, obj, padded
 
 CRITICAL_S = DEFAULT_HORIZON_S
 WARNING_S = 1800.0
@@ -452,12 +452,12 @@ def disk_exhaustion(w: Window, now: float, lookback_s: float = LEAK_LOOKBACK_S) 
     """
     if not w.checkpoints:
         return None
-    found = [f for d in disks(w.checkpoints[-1]) if (f := _disk(w, now, d.path, lookback_s))]
+    t, paths, free, total = _disk_space(w, lookback_s)
+    found = [f for i, path in enumerate(paths) if (f := _disk(t, free[:, i], total[i], path, now))]
     return min(found, key=lambda f: (SEVERITY_ORDER[f.severity], _eta_key(f)), default=None)
 
 
-def _disk(w: Window, now: float, path: str, lookback_s: float) -> Finding | None:
-    t, free, total = _disk_series(w, path, lookback_s)
+def _disk(t: np.ndarray, free: np.ndarray, total: float, path: str, now: float) -> Finding | None:
     if len(t) == 0 or math.isnan(free[-1]) or not total > 0:
         return None
     ok = ~np.isnan(free)
@@ -488,22 +488,30 @@ def _disk(w: Window, now: float, path: str, lookback_s: float) -> Finding | None
     )
 
 
-def _disk_series(w: Window, path: str, lookback_s: float) -> tuple[np.ndarray, np.ndarray, float]:
-    """Return the times and free bytes of the filesystem at `path` over the lookback (NaN where
-    a checkpoint does not have it), and its newest size."""
+def _disk_space(
+    w: Window, lookback_s: float
+) -> tuple[np.ndarray, tuple[str, ...], np.ndarray, np.ndarray]:
+    """Return the times over the lookback, the newest checkpoint's filesystems, their free
+    bytes at each time (rows x filesystems, NaN where a checkpoint does not have one) and
+    their newest sizes."""
     first = int(np.searchsorted(w.t, w.t[-1] - lookback_s))
     rows = w.cache.get("rows")
-    listed = [r.disks for r in rows[first:]] if rows is not None else [
-        disks(cp) for cp in w.checkpoints[first:]
-    ]  # fmt: skip
-    free = np.full(len(listed), math.nan)
-    total = math.nan
-    for i, found in enumerate(listed):
-        for d in found:
-            if d.path == path:
-                free[i], total = d.free_bytes, d.total_bytes
-                break
-    return w.t[first:], free, total
+    if rows is not None:  # read once per checkpoint (learning.window.row)
+        listed = [(r.disk_paths, r.disk_free) for r in rows[first:]]
+        paths, _, total = rows[-1].disk_paths, None, rows[-1].disk_total
+    else:
+        space = [disk_space(cp) for cp in w.checkpoints[first:]]
+        listed = [(p, f) for p, f, _ in space]
+        paths, _, total = space[-1]
+    if all(p == paths for p, _ in listed):  # the same filesystems all along: the common case
+        free = np.array([f for _, f in listed], dtype=float).reshape(len(listed), len(paths))
+    else:
+        free = np.full((len(listed), len(paths)), math.nan)
+        for i, (p, f) in enumerate(listed):
+            for j, path in enumerate(paths):
+                if path in p:
+                    free[i, j] = f[p.index(path)]
+    return w.t[first:], paths, free, np.array(total, dtype=float)
 
 
 def _gib(n: float) -> str:

@@ -10,7 +10,7 @@ import math
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
@@ -187,7 +187,10 @@ class Row:
     # Each GPU's used and total memory (bytes), in the checkpoint's order.
     gpu_used: tuple[float, ...] = ()
     gpu_total: tuple[float, ...] = ()
-    disks: tuple[Disk, ...] = ()
+    # Each watched filesystem's path, free and total bytes, in the checkpoint's order.
+    disk_paths: tuple[str, ...] = ()
+    disk_free: tuple[float, ...] = ()
+    disk_total: tuple[float, ...] = ()
 
     def value(self, name: str) -> float:
         return self.values[SERIES_INDEX[name]]
@@ -197,6 +200,7 @@ def row(checkpoint: dict[str, Any]) -> Row:
     """Return the figures of `checkpoint`; its time is NaN when it has no usable
     `collected_at` (such a row cannot be placed in a window)."""
     used, total = gpu_memory(checkpoint)
+    paths, free, size = disk_space(checkpoint)
     state = checkpoint.get("lifecycle_state")
     return Row(
         t=collected_at(checkpoint),
@@ -205,7 +209,9 @@ def row(checkpoint: dict[str, Any]) -> Row:
         checkpoint=checkpoint,
         gpu_used=used,
         gpu_total=total,
-        disks=disks(checkpoint),
+        disk_paths=paths,
+        disk_free=free,
+        disk_total=size,
     )
 
 
@@ -234,18 +240,20 @@ def gpu_memory(checkpoint: dict[str, Any]) -> tuple[tuple[float, ...], tuple[flo
     )
 
 
-class Disk(NamedTuple):
-    path: str
-    free_bytes: float
-    total_bytes: float
-
-
-def disks(checkpoint: dict[str, Any]) -> tuple[Disk, ...]:
-    """Return the watched filesystems in `checkpoint` with a path and figures (NaN missing)."""
-    return tuple(
-        Disk(d["path"], _num(d.get("free_bytes")), _num(d.get("total_bytes")))
+def disk_space(
+    checkpoint: dict[str, Any],
+) -> tuple[tuple[str, ...], tuple[float, ...], tuple[float, ...]]:
+    """Return the paths, free and total bytes of the watched filesystems in `checkpoint`
+    (NaN where a figure is missing; entries without a path are left out)."""
+    listed = [
+        d
         for d in _listed(obj(checkpoint.get("system")).get("disks"))
         if isinstance(d, dict) and isinstance(d.get("path"), str)
+    ]
+    return (
+        tuple(d["path"] for d in listed),
+        tuple(_num(d.get("free_bytes")) for d in listed),
+        tuple(_num(d.get("total_bytes")) for d in listed),
     )
 
 
