@@ -44,6 +44,7 @@ class SystemCollector:
         self._real = source is None
         self._source = psutil if source is None else source
         self._paths = list(paths) if paths else default_paths()
+        self._cgroup = cgroup_files() if self._real else None
         self._reading: asyncio.Future[System] | None = None
 
     async def collect(self) -> tuple[System | None, str | None]:
@@ -62,8 +63,8 @@ class SystemCollector:
     def read(self) -> System:
         memory = self._source.virtual_memory()
         total, available = float(memory.total), float(memory.available)
-        if self._real:
-            total, available = _within_cgroup(total, available)
+        if self._cgroup is not None:
+            total, available = within_cgroup(total, available, *self._cgroup)
         return System(
             memory_total_bytes=total, memory_available_bytes=available, disks=self._disks()
         )
@@ -90,24 +91,29 @@ class SystemCollector:
         return disks
 
 
-def _within_cgroup(total: float, available: float, root: Path = CGROUP) -> tuple[float, float]:
-    """Return (total, available) capped by the cgroup's memory limit, v2 or v1, when set."""
-    for limit_file, usage_file in (
+def cgroup_files(root: Path = CGROUP) -> tuple[Path, Path] | None:
+    """Return this process's cgroup memory limit and usage files, v2 or v1, if it has them
+    (found once: which files a cgroup has does not change while the agent runs)."""
+    for limit, usage in (
         ("memory.max", "memory.current"),
         ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes"),
     ):
-        try:
-            limit_text = (root / limit_file).read_text().strip()
-            usage = float((root / usage_file).read_text().strip())
-        except (OSError, ValueError):
-            continue
+        if (root / limit).is_file() and (root / usage).is_file():
+            return root / limit, root / usage
+    return None
+
+
+def within_cgroup(
+    total: float, available: float, limit_file: Path, usage_file: Path
+) -> tuple[float, float]:
+    """Return (total, available) capped by the cgroup's memory limit, when it sets one."""
+    try:
+        limit_text = limit_file.read_text().strip()
         if limit_text == "max":
             return total, available
-        try:
-            limit = float(limit_text)
-        except ValueError:
-            continue
-        if limit < total:  # v1 writes a huge number for "no limit"
-            return limit, max(min(available, limit - usage), 0.0)
+        limit, usage = float(limit_text), float(usage_file.read_text().strip())
+    except (OSError, ValueError):
         return total, available
-    return total, available
+    if limit >= total:  # v1 writes a huge number for "no limit"
+        return total, available
+    return limit, max(min(available, limit - usage), 0.0)

@@ -14,7 +14,7 @@ import pytest
 
 from agent.checkpoint import decode, encode
 from agent.collectors import system
-from agent.collectors.system import SystemCollector, _within_cgroup, default_paths
+from agent.collectors.system import SystemCollector, cgroup_files, default_paths, within_cgroup
 from tests.agent.conftest import make_config
 
 
@@ -73,17 +73,19 @@ def test_a_containers_memory_limit_is_its_total(tmp_path: Path) -> None:
     gib = 1024.0**3
     (tmp_path / "memory.max").write_text("8589934592\n")
     (tmp_path / "memory.current").write_text(str(int(6 * gib)))
-    assert _within_cgroup(64 * gib, 40 * gib, tmp_path) == (8 * gib, 2 * gib)
-
-    (tmp_path / "memory.max").write_text("max\n")
-    assert _within_cgroup(64 * gib, 40 * gib, tmp_path) == (64 * gib, 40 * gib)
+    v2 = cgroup_files(tmp_path)
+    assert v2 == (tmp_path / "memory.max", tmp_path / "memory.current")
+    assert within_cgroup(64 * gib, 40 * gib, *v2) == (8 * gib, 2 * gib)
+    (tmp_path / "memory.max").write_text("max\n")  # a limit changed while the agent runs
+    assert within_cgroup(64 * gib, 40 * gib, *v2) == (64 * gib, 40 * gib)
 
     v1 = tmp_path / "v1"
     (v1 / "memory").mkdir(parents=True)
     (v1 / "memory" / "memory.limit_in_bytes").write_text("9223372036854771712")  # no limit
     (v1 / "memory" / "memory.usage_in_bytes").write_text("1")
-    assert _within_cgroup(64 * gib, 40 * gib, v1) == (64 * gib, 40 * gib)
-    assert _within_cgroup(64 * gib, 40 * gib, tmp_path / "none") == (64 * gib, 40 * gib)
+    found = cgroup_files(v1)
+    assert found is not None and within_cgroup(64 * gib, 40 * gib, *found) == (64 * gib, 40 * gib)
+    assert cgroup_files(tmp_path / "none") is None
 
 
 def test_the_default_paths_follow_the_caches_settings() -> None:
