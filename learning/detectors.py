@@ -452,7 +452,7 @@ def disk_exhaustion(w: Window, now: float, lookback_s: float = LEAK_LOOKBACK_S) 
     """
     if not w.checkpoints:
         return None
-    t, paths, free, total = _disk_space(w, lookback_s)
+    t, paths, free, total = disk_free_series(w, lookback_s)
     found = [f for i, path in enumerate(paths) if (f := _disk(t, free[:, i], total[i], path, now))]
     return min(found, key=lambda f: (SEVERITY_ORDER[f.severity], _eta_key(f)), default=None)
 
@@ -488,7 +488,7 @@ def _disk(t: np.ndarray, free: np.ndarray, total: float, path: str, now: float) 
     )
 
 
-def _disk_space(
+def disk_free_series(
     w: Window, lookback_s: float
 ) -> tuple[np.ndarray, tuple[str, ...], np.ndarray, np.ndarray]:
     """Return the times over the lookback, the newest checkpoint's filesystems, their free

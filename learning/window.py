@@ -58,6 +58,13 @@ def _process(key: str) -> Getter:
     return lambda cp: obj(cp.get("process")).get(key)
 
 
+def _min_free_pct(cp: dict[str, Any]) -> float | None:
+    """Return the free share of the fullest watched filesystem (guardrails read it)."""
+    _, free, total = disk_space(cp)
+    shares = [100.0 * f / t for f, t in zip(free, total, strict=True) if t > 0 and f >= 0]
+    return min(shares) if shares else None
+
+
 def _gpu_mem_pct(cp: dict[str, Any]) -> float | None:
     used = _gpus("memory_used_bytes", sum)(cp)
     total = _gpus("memory_total_bytes", sum)(cp)
@@ -112,6 +119,7 @@ SERIES: dict[str, Getter] = {
     "process_open_fds": _process("open_fds"),
     "host_mem_available_bytes": lambda cp: obj(cp.get("system")).get("memory_available_bytes"),
     "host_mem_total_bytes": lambda cp: obj(cp.get("system")).get("memory_total_bytes"),
+    "disk_min_free_pct": _min_free_pct,
     "forward_progress": lambda cp: _bool(obj(cp.get("vllm")).get("forward_progress")),
     "health_ok": lambda cp: _bool(obj(obj(cp.get("vllm")).get("health")).get("ok")),
 }

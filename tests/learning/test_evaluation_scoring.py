@@ -75,3 +75,25 @@ def test_a_left_over_alarm_that_predicts_afresh_counts_from_then(evaluation: Mod
     assert first.counted and first.opened_at == T0 + 400 and first.matched == T0 + 500
     figures = evaluation.score([host], KV, 300.0).figures()
     assert figures["caught"] == 1 and figures["lead_p50_s"] == 100.0
+
+
+def test_the_operators_disk_lines_are_node_exporters(evaluation: ModuleType) -> None:
+    from learning.window import window
+
+    gib = 1024.0**3
+
+    def host(free: Callable[[int], float]) -> Any:
+        cps = []
+        for i in range(60):
+            cp = to_dict(make_checkpoint(collected_at=T0 + 5 * i))
+            disk = {"path": "/", "total_bytes": 3000 * gib, "free_bytes": free(i)}
+            cp["system"] = {"disks": [{**disk, "used_bytes": 3000 * gib - free(i)}]}
+            cps.append(cp)
+        w = window(cps)
+        return evaluation.threshold_predictor(w, T0 + 295), evaluation.linear_predictor(w, T0 + 295)
+
+    # 150 GiB free (5 %), steady: under 10 % left, but no line heads to empty.
+    assert host(lambda i: 150 * gib) == ({"system_resource": 1.0}, {})
+    # 10 GiB taken per 5 s, 410 GiB left: over 10 %, but the line empties within 300 s.
+    assert host(lambda i: 1000 * gib - 10 * i * gib) == ({}, {"system_resource": 1.0})
+    assert host(lambda i: 1000 * gib) == ({}, {})

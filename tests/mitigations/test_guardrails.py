@@ -92,6 +92,24 @@ def test_it_fires_after_the_hold_once_per_episode_and_rearms() -> None:
     assert rails.check("other", hot, [], 135.0) == []  # hosts are tracked apart
 
 
+def test_an_admin_can_guard_the_machines_disks_and_memory() -> None:
+    from agent.checkpoint import Disk, System
+
+    policy = Policy("disk", "disk_min_free_pct < 5 or host_mem_available_bytes < 8589934592",
+                    "system_resource", ("drain_and_restart",), hold_s=0)  # fmt: skip
+    rails = Guardrails([policy])
+
+    def machine(free_gib: float, available_gib: float) -> dict[str, Any]:
+        root = Disk(path="/", total_bytes=1000 * GIB, used_bytes=0.0, free_bytes=free_gib * GIB)
+        shm = Disk(path="/dev/shm", total_bytes=64 * GIB, used_bytes=0.0, free_bytes=60 * GIB)
+        memory = {"memory_total_bytes": 256 * GIB, "memory_available_bytes": available_gib * GIB}
+        return cp(system=System(**memory, disks=[root, shm]))
+
+    assert rails.check("a", machine(free_gib=300, available_gib=100), [], 0.0) == []
+    assert len(rails.check("b", machine(free_gib=40, available_gib=100), [], 0.0)) == 1  # 4 %
+    assert len(rails.check("c", machine(free_gib=300, available_gib=4), [], 0.0)) == 1
+
+
 def test_a_bad_policy_gets_every_problem_named() -> None:
     problems = check_policy({"condition": "kv_cache_usage > 3", "failure_type": "meltdown",
                              "severity": "loud", "hold_s": -1, "clear_s": 5,
