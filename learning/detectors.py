@@ -108,6 +108,12 @@ MIN_FINISHED_GROWTH = 1.05
 FD_HIGH_SHARE = 0.9  # this share of the limit in use is critical, trend or not
 MIN_FD_RISE = 10.0
 
+# Host memory: little left is under both lines; a fall must take at least the larger of these.
+HOST_MEMORY_LOW_SHARE = 0.03
+HOST_MEMORY_LOW_BYTES = 4 * 1024.0**3
+MIN_HOST_MEMORY_FALL_SHARE = 0.01
+MIN_HOST_MEMORY_FALL = 512 * 1024.0**2
+
 # Disks: nearly full is under both lines (a 64 MiB /dev/shm has never a GiB free; 2 % of a
 # 4 TB disk is 80 GB, room for hours of logs).
 DISK_LOW_SHARE = 0.02
@@ -187,9 +193,12 @@ def detect(
     waiting_limit: float | None = None,
 ) -> list[Finding]:
     """Return every detector's finding on `w`, the most urgent first."""
+    rss_leak = host_memory_leak(w, now, limit_bytes=host_memory_limit_bytes)
     findings = [
         gpu_memory_leak(w, now),
-        host_memory_leak(w, now, limit_bytes=host_memory_limit_bytes),
+        rss_leak,
+        # vLLM's own leak names the cause already; this one is for memory taken by others.
+        host_memory_exhaustion(w, now) if rss_leak is None else None,
         performance_degradation(w, now),
         kv_cache_exhaustion(w, now),
         kv_cache_demand(w, now),
@@ -402,6 +411,39 @@ def host_memory_leak(
     )
 
 
+def host_memory_exhaustion(
+    w: Window, now: float, lookback_s: float = LEAK_LOOKBACK_S
+) -> Finding | None:
+    """Return a finding when the machine's available memory falls steadily (whoever takes it:
+    a co-located process, a growing tmpfs), with the time until none is left, or when little
+    is left already: the kernel's OOM killer then picks the largest process, vLLM."""
+    t, available = recent(w, "host_mem_available_bytes", lookback_s)
+    total = newest(w, "host_mem_total_bytes")
+    if len(available) == 0 or not total > 0:
+        return None
+    level = float(available[-1])
+    leak = _leak(t, -available, max(MIN_HOST_MEMORY_FALL_SHARE * total, MIN_HOST_MEMORY_FALL))
+    low = level <= min(HOST_MEMORY_LOW_SHARE * total, HOST_MEMORY_LOW_BYTES)
+    if leak is None and not low:
+        return None
+    eta = _eta_to(leak.trend, 0.0, now) if leak is not None else None
+    rate = leak.trend.slope if leak is not None else 0.0
+    return Finding(
+        what="host_memory_exhaustion",
+        failure_type="system_resource",
+        severity=severity_for(eta) if leak is not None else "warning",
+        summary=f"{_gib(level)} of the machine's {_gib(total)} memory available"
+        + (f", falling {rate / MIB:.1f} MiB/s" if leak is not None else ", little left")
+        + ("; " + _eta_words(eta, "none left") if eta is not None else ""),
+        time_to_exhaustion_s=eta,
+        figures={
+            "available_gib": level / 1024.0**3,
+            "total_gib": total / 1024.0**3,
+            "falling_mib_per_s": rate / MIB,
+        },
+    )
+
+
 def fd_exhaustion(
     w: Window, now: float, fd_limit: float | None = None, lookback_s: float = LEAK_LOOKBACK_S
 ) -> Finding | None:
@@ -477,8 +519,7 @@ def _disk(t: np.ndarray, free: np.ndarray, total: float, path: str, now: float) 
         severity=severity_for(eta) if leak is not None or level <= 0 else "warning",
         summary=f"{path}: {_gib(level)} free of {_gib(total)}"
         + (f", filling {rate / MIB:.1f} MiB/s" if leak is not None else ", nearly full")
-        + "; "
-        + _eta_words(eta, "full"),
+        + ("; " + _eta_words(eta, "full") if eta is not None else ""),
         time_to_exhaustion_s=eta,
         figures={
             "free_gib": level / 1024.0**3,

@@ -17,6 +17,7 @@ from learning.detectors import (
     disk_exhaustion,
     fd_exhaustion,
     gpu_memory_leak,
+    host_memory_exhaustion,
     host_memory_leak,
     kv_cache_exhaustion,
     performance_degradation,
@@ -209,6 +210,52 @@ def test_a_host_memory_leak_runs_out_when_the_machine_has_none_available() -> No
         found.severity == "warning"
         and found.figures["limit_mib"] == (rss[-1] + available[-1]) / MIB
     )
+
+
+def memory(available: np.ndarray | float, total: float = 256 * GIB) -> Patch:
+    def patch(cp: dict[str, Any], i: int) -> None:
+        value = float(available[i]) if isinstance(available, np.ndarray) else float(available)
+        cp["system"] = {"memory_total_bytes": total, "memory_available_bytes": value}
+
+    return patch
+
+
+def test_memory_taken_by_others_runs_the_machine_out() -> None:
+    rng = np.random.default_rng(8)
+    # A co-located process takes 30 MiB/s; vLLM's own resident memory stays flat.
+    available = 40 * GIB - 30 * MIB * 5 * np.arange(120) + rng.normal(0, 50 * MIB, 120)
+    w = host(120, patch=memory(available))
+    f = host_memory_exhaustion(w, now_of(w))
+    assert f is not None and f.failure_type == "system_resource"
+    expected = available[-1] / (30 * MIB)  # about 12 minutes
+    assert f.time_to_exhaustion_s is not None
+    assert abs(f.time_to_exhaustion_s - expected) < 0.1 * expected
+    assert f.severity == "warning" and "falling 30" in f.summary
+    assert f in detect(w, now_of(w))
+
+
+def test_host_memory_steady_or_plenty_is_quiet_and_little_left_warns() -> None:
+    rng = np.random.default_rng(9)
+    w = host(120, patch=memory(100 * GIB + rng.normal(0, 2 * GIB, 120)))
+    assert host_memory_exhaustion(w, now_of(w)) is None
+    w = host(30, patch=memory(3 * GIB))  # of 256 GiB
+    f = host_memory_exhaustion(w, now_of(w))
+    assert f is not None and (f.severity, f.time_to_exhaustion_s) == ("warning", None)
+    assert f.summary == "3.0 GiB of the machine's 256.0 GiB memory available, little left"
+    assert host_memory_exhaustion(host(30, patch=memory(3 * GIB, total=32 * GIB)), T0) is None
+
+
+def test_vllms_own_leak_is_named_once_not_twice() -> None:
+    rss = 6 * GIB + 8 * MIB * 5 * np.arange(100)
+    available = 14 * GIB - 8 * MIB * 5 * np.arange(100)
+
+    def patch(cp: dict[str, Any], i: int) -> None:
+        process(rss=rss)(cp, i)
+        memory(available, total=64 * GIB)(cp, i)
+
+    w = host(100, patch=patch)
+    assert host_memory_exhaustion(w, now_of(w)) is not None  # on its own it sees the fall
+    assert [f.what for f in detect(w, now_of(w))] == ["host_memory_leak"]
 
 
 # Disks ---------------------------------------------------------------------------------------
