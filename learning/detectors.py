@@ -419,29 +419,56 @@ def host_memory_exhaustion(
     is left already: the kernel's OOM killer then picks the largest process, vLLM."""
     t, available = recent(w, "host_mem_available_bytes", lookback_s)
     total = newest(w, "host_mem_total_bytes")
-    if len(available) == 0 or not total > 0:
+    low = min(HOST_MEMORY_LOW_SHARE * total, HOST_MEMORY_LOW_BYTES)
+    fall = max(MIN_HOST_MEMORY_FALL_SHARE * total, MIN_HOST_MEMORY_FALL)
+    out = _running_out(t, available, total, fall, low, now)
+    if out is None:
         return None
-    level = float(available[-1])
-    leak = _leak(t, -available, max(MIN_HOST_MEMORY_FALL_SHARE * total, MIN_HOST_MEMORY_FALL))
-    low = level <= min(HOST_MEMORY_LOW_SHARE * total, HOST_MEMORY_LOW_BYTES)
-    if leak is None and not low:
-        return None
-    eta = _eta_to(leak.trend, 0.0, now) if leak is not None else None
-    rate = leak.trend.slope if leak is not None else 0.0
     return Finding(
         what="host_memory_exhaustion",
         failure_type="system_resource",
-        severity=severity_for(eta) if leak is not None else "warning",
-        summary=f"{_gib(level)} of the machine's {_gib(total)} memory available"
-        + (f", falling {rate / MIB:.1f} MiB/s" if leak is not None else ", little left")
-        + ("; " + _eta_words(eta, "none left") if eta is not None else ""),
-        time_to_exhaustion_s=eta,
+        severity=out.severity,
+        summary=f"{_gib(out.left)} of the machine's {_gib(total)} memory available"
+        + (f", falling {out.rate / MIB:.1f} MiB/s" if out.falling else ", little left")
+        + ("; " + _eta_words(out.eta, "none left") if out.eta is not None else ""),
+        time_to_exhaustion_s=out.eta,
         figures={
-            "available_gib": level / 1024.0**3,
+            "available_gib": out.left / 1024.0**3,
             "total_gib": total / 1024.0**3,
-            "falling_mib_per_s": rate / MIB,
+            "falling_mib_per_s": out.rate / MIB,
         },
     )
+
+
+@dataclass(frozen=True, slots=True)
+class _RunningOut:
+    left: float  # the newest reading
+    falling: bool  # steadily (the leak test)
+    rate: float  # units a second, 0 when not falling
+    eta: float | None  # seconds until none is left
+    severity: str
+
+
+def _running_out(
+    t: np.ndarray, left: np.ndarray, total: float, min_fall: float, low: float, now: float
+) -> _RunningOut | None:
+    """Return how a resource whose free amount is `left` (NaN where missing) runs out: falling
+    steadily by more than `min_fall` (the leak test, on the amount taken), or at `low` or
+    under already. Nearly gone and not falling is a warning: anything that needs more fails,
+    nothing says when."""
+    ok = ~np.isnan(left)
+    if not ok.any() or math.isnan(left[-1]) or not total > 0:
+        return None
+    leak = _leak(t[ok], -left[ok], min_fall)
+    level = float(left[-1])
+    if leak is None and level > low:
+        return None
+    eta = _eta_to(leak.trend, 0.0, now) if leak is not None else None
+    if level <= 0:
+        eta = 0.0
+    severity = severity_for(eta) if eta is not None else "warning"
+    rate = leak.trend.slope if leak is not None else 0.0
+    return _RunningOut(level, leak is not None, rate, eta, severity)
 
 
 def fd_exhaustion(
@@ -500,31 +527,23 @@ def disk_exhaustion(w: Window, now: float, lookback_s: float = LEAK_LOOKBACK_S) 
 
 
 def _disk(t: np.ndarray, free: np.ndarray, total: float, path: str, now: float) -> Finding | None:
-    if len(t) == 0 or math.isnan(free[-1]) or not total > 0:
+    low = min(DISK_LOW_SHARE * total, DISK_LOW_BYTES)
+    fill = max(MIN_DISK_FILL_SHARE * total, MIN_DISK_FILL_BYTES)
+    out = _running_out(t, free, total, fill, low, now)
+    if out is None:
         return None
-    ok = ~np.isnan(free)
-    leak = _leak(t[ok], -free[ok], max(MIN_DISK_FILL_SHARE * total, MIN_DISK_FILL_BYTES))
-    level = float(free[-1])
-    low = level <= min(DISK_LOW_SHARE * total, DISK_LOW_BYTES)
-    if leak is None and not low:
-        return None
-    eta = _eta_to(leak.trend, 0.0, now) if leak is not None else None
-    if level <= 0:
-        eta = 0.0
-    rate = leak.trend.slope if leak is not None else 0.0
     return Finding(
         what="disk_exhaustion",
         failure_type="system_resource",
-        # Nearly full and not filling: anything that writes fails, nothing says when.
-        severity=severity_for(eta) if leak is not None or level <= 0 else "warning",
-        summary=f"{path}: {_gib(level)} free of {_gib(total)}"
-        + (f", filling {rate / MIB:.1f} MiB/s" if leak is not None else ", nearly full")
-        + ("; " + _eta_words(eta, "full") if eta is not None else ""),
-        time_to_exhaustion_s=eta,
+        severity=out.severity,
+        summary=f"{path}: {_gib(out.left)} free of {_gib(total)}"
+        + (f", filling {out.rate / MIB:.1f} MiB/s" if out.falling else ", nearly full")
+        + ("; " + _eta_words(out.eta, "full") if out.eta is not None else ""),
+        time_to_exhaustion_s=out.eta,
         figures={
-            "free_gib": level / 1024.0**3,
+            "free_gib": out.left / 1024.0**3,
             "total_gib": total / 1024.0**3,
-            "fill_mib_per_s": rate / MIB,
+            "fill_mib_per_s": out.rate / MIB,
         },
     )
 
