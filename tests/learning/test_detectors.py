@@ -294,6 +294,19 @@ def test_it_finds_a_disk_filling_and_the_time_until_it_is_full() -> None:
     assert f in detect(w, now_of(w))
 
 
+def test_a_disk_filled_in_bursts_is_filling_too() -> None:
+    # 2 GiB written once a minute (a training job's checkpoints, core dumps): a staircase.
+    free = 100 * GIB - 2 * GIB * (np.arange(120) // 12)
+    w = host(120, patch=machine(root=free))
+    f = disk_exhaustion(w, now_of(w))
+    assert f is not None and f.time_to_exhaustion_s is not None
+    expected = free[-1] / (2 * GIB / 60)  # about 41 minutes at the staircase's mean rate
+    assert abs(f.time_to_exhaustion_s - expected) < 0.15 * expected
+    # One big write is a step, not a trend: nothing until the disk is nearly full.
+    w = host(120, patch=machine(root=np.where(np.arange(120) < 60, 100 * GIB, 40 * GIB)))
+    assert disk_exhaustion(w, now_of(w)) is None
+
+
 def test_a_cache_emptied_again_or_a_disk_sitting_still_is_no_trend() -> None:
     rng = np.random.default_rng(5)
     # A cache filled by 200 MiB every 5 s and emptied every 100 s, emptied 20 s ago.
