@@ -24,7 +24,7 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 DEMO_SCENARIOS = (
     "healthy,kv_cache_exhaustion,memory_leak_oom,load_spike,"
-    "engine_death,healthy,nccl_hang,thermal_throttling"
+    "engine_death,disk_fill,nccl_hang,thermal_throttling"
 )
 MANIFEST_TIMEOUT_S = 60.0
 
