@@ -7,6 +7,7 @@ child); without one it attaches to a vLLM started elsewhere.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
 from agent.vllm_args import VllmArgsError, parse
@@ -89,9 +90,7 @@ def _problems(config: AgentConfig) -> list[str]:
     for name in ("stall_after_s", "restart_delay_s"):
         if getattr(config, name) < 0:
             problems.append(f"{name} must not be negative")
-    paths = config.disk_paths
-    if not isinstance(paths, list) or any(not isinstance(p, str) or not p or "\0" in p
-                                          for p in paths):  # fmt: skip
+    if not _strings(config.disk_paths):
         problems.append("disk_paths must be a list of paths")
     return problems + _mode_problems(config) + _argv_problems(config)
 
@@ -107,11 +106,17 @@ def _mode_problems(config: AgentConfig) -> list[str]:
     return problems
 
 
+def _strings(value: Any) -> bool:
+    """Return whether `value` is a list of non-empty strings without NUL (argv, paths)."""
+    return isinstance(value, list) and all(
+        isinstance(v, str) and v and "\0" not in v for v in value
+    )
+
+
 def _argv_problems(config: AgentConfig) -> list[str]:
     problems = []
     for name in ("vllm_command", "vllm_cmdline", "restart_command", "restart_template"):
-        argv = getattr(config, name)
-        if any(not isinstance(a, str) or not a or "\0" in a for a in argv):
+        if not _strings(getattr(config, name)):
             problems.append(f"{name} must be a list of non-empty strings")
     for name in ("vllm_command", "vllm_cmdline"):
         try:

@@ -558,7 +558,7 @@ def disk_free_series(
     rows = w.cache.get("rows")
     if rows is not None:  # read once per checkpoint (learning.window.row)
         listed = [(r.disk_paths, r.disk_free) for r in rows[first:]]
-        paths, _, total = rows[-1].disk_paths, None, rows[-1].disk_total
+        paths, total = rows[-1].disk_paths, rows[-1].disk_total
     else:
         space = [disk_space(cp) for cp in w.checkpoints[first:]]
         listed = [(p, f) for p, f, _ in space]

@@ -137,7 +137,7 @@ class SimulatedVllm:
         self.version += 1
         if self.phase is Phase.SERVING:
             self._check_gpu_memory()
-        if self.phase is Phase.SERVING:
+        if self.phase is Phase.SERVING:  # again: an OOM may just have ended it
             self._check_disks()
 
     @property
