@@ -24,11 +24,11 @@ from simulator.nvml import SimulatedNvml, idle_gpu
 from tests.agent.conftest import TOKEN, make_config
 from tests.agent.test_supervisor_support import (
     Recorder,
-    free_port,
     sim_env,
     supervisor,
     until_metric,
 )
+from tests.ports import free_port
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 GIB = 1024**3

@@ -5,7 +5,8 @@ from __future__ import annotations
 from agent.agent import Agent
 from agent.lifecycle import LifecycleState
 from tests.agent.conftest import make_config
-from tests.agent.test_supervisor_support import free_port, sim_command
+from tests.agent.test_supervisor_support import sim_command
+from tests.ports import free_port
 
 
 async def test_it_refuses_to_start_vllm_when_a_check_fails_and_says_why() -> None:

@@ -20,12 +20,12 @@ from tests.agent.test_supervisor_support import (
     SERVING,
     Recorder,
     busy_scenario,
-    free_port,
     sim_command,
     sim_env,
     supervisor,
     until_metric,
 )
+from tests.ports import free_port
 
 RUNNING = "vllm:num_requests_running"
 

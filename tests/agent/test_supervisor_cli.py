@@ -13,7 +13,8 @@ import psutil
 
 from agent.checkpoint import decode
 from agent.main import TOKEN_ENV, main
-from tests.agent.test_supervisor_support import free_port, sim_command, until
+from tests.agent.test_supervisor_support import sim_command, until
+from tests.ports import free_port
 
 SECRET = "supervise-cli-token-never-logged"
 

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import sys
 import time
 from collections.abc import Callable
@@ -22,12 +21,6 @@ from agent.vllm_args import VllmCommand, parse
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 SPEED = "20"  # simulated seconds per wall second: startup (~4.5 s simulated) takes ~0.25 s
 SERVING = "Application startup complete."
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def sim_command(port: int, *args: str) -> VllmCommand:

@@ -16,6 +16,7 @@ from agent.checks.base import GIB, MIB, DiskSpace, Machine, TorchBuild
 from agent.validator import CHECKS, format_report, main, report_json, run_validation
 from agent.vllm_args import parse
 from simulator.nvml import SimulatedNvml
+from tests.ports import free_port
 
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 STATUSES = {"pass", "warn", "fail", "skip"}
@@ -79,7 +80,7 @@ def validate(
 
 def test_it_runs_on_this_machine_and_says_per_check_what_it_cannot_see() -> None:
     # No GPU, no vLLM, no torch here: every check must still answer, and say why it skips.
-    command = parse(["vllm", "serve", MODEL, "--port", str(_free_port())])
+    command = parse(["vllm", "serve", MODEL, "--port", str(free_port())])
     report = run_validation(
         command, vllm_url="http://127.0.0.1:8000", nvml=pynvml, environ=dict(os.environ),
         trigger="on_demand",
@@ -105,7 +106,7 @@ def test_it_runs_on_this_machine_and_says_per_check_what_it_cannot_see() -> None
 def test_it_prints_a_table_and_json_from_the_command_line(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    status = main(["--no-nvml", "vllm", "serve", MODEL, "--port", str(_free_port())])
+    status = main(["--no-nvml", "vllm", "serve", MODEL, "--port", str(free_port())])
     table = capsys.readouterr().out
     assert table.startswith("vLLM pre-startup validation: ")
     assert "\nSTATUS  CHECK " in table and "model_fit" in table and "skip    nvidia_driver" in table
@@ -139,7 +140,7 @@ def test_it_reports_a_check_that_raises_as_that_checks_failure(tmp_path: Path) -
 
 
 def test_it_passes_a_healthy_host(tmp_path: Path) -> None:
-    checks = validate(f"vllm serve {MODEL} --port {_free_port()}", tmp_path)
+    checks = validate(f"vllm serve {MODEL} --port {free_port()}", tmp_path)
 
     for name in ("os", "host_memory", "shm_size", "open_files_limit", "port", "disk_space",
                  "nccl_env", "python_packages", "vllm_command", "vllm_log_stats",
@@ -212,7 +213,7 @@ def test_it_fails_when_the_port_is_taken(tmp_path: Path) -> None:
     assert taken.status == "fail" and f":{port} is already in use" in taken.message
     assert "--port" in taken.fix
 
-    free = validate(f"vllm serve {MODEL} --port {_free_port()}", tmp_path / "b")["port"]
+    free = validate(f"vllm serve {MODEL} --port {free_port()}", tmp_path / "b")["port"]
     assert free.status == "pass"
     assert validate(None, tmp_path / "c")["port"].status == "skip"  # vLLM runs elsewhere
 
@@ -327,12 +328,6 @@ def test_it_renders_fixes_and_actions_in_the_table(tmp_path: Path) -> None:
     assert "WARN    vllm_log_stats" in table
     assert "action: restart_with_args(disable_log_stats=None)" in table
     assert json.loads(report_json(report))["checks"][0]["name"] == "os"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class _listening:

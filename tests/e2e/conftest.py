@@ -22,6 +22,7 @@ from django.db import connection
 from monitor import registry
 from monitor.models import Host
 from sentinel.processes import ProcessGroup
+from tests.ports import free_port
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,12 +44,6 @@ class ControlPlane:
 def _test_database_url() -> str:
     parts = urlsplit(settings.DATABASE_URL)
     return urlunsplit(parts._replace(path="/" + connection.settings_dict["NAME"]))
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _wait_for_port(port: int, group: ProcessGroup) -> None:
@@ -94,7 +89,7 @@ def control_plane(request, transactional_db, tmp_path) -> Iterator[ControlPlane]
     }
     group = ProcessGroup(log_dir=tmp_path / "logs")
     manifest = tmp_path / "fleet.json"
-    port = _free_port()
+    port = free_port()
     try:
         group.start(
             "simulator",

@@ -12,7 +12,8 @@ import psutil
 import pytest
 from django.conf import settings
 
-from tests.e2e.conftest import ROOT, _free_port, _test_database_url
+from tests.e2e.conftest import ROOT, _test_database_url
+from tests.ports import free_port
 
 pytestmark = [pytest.mark.e2e]
 
@@ -27,7 +28,7 @@ def test_it_runs_the_demo_and_leaves_no_orphans_on_ctrl_c(transactional_db, tmp_
         "SENTINEL_REDIS_PREFIX": RUN_PREFIX,
         "SENTINEL_DATA_DIR": str(tmp_path),
     }
-    port = _free_port()
+    port = free_port()
     demo = subprocess.Popen(
         [sys.executable, "-m", "sentinel.demo", "--hosts", "2", "--port", str(port)],
         cwd=ROOT,
