@@ -46,6 +46,9 @@ bench: $(INSTALLED)
 
 evaluate:: ; @$(MAKE) --no-print-directory $(INSTALLED) && $(PY) evaluate/run
 
+# Whether the forecasts' bands hold what came, against "it stays as it is".
+evaluate-forecasts:: ; @$(MAKE) --no-print-directory $(INSTALLED) && $(PY) evaluate/forecasts
+
 # What the predictions cost: each detector and forecast, the state graph, the whole analysis
 # of one checkpoint as the worker runs it (budget 2 ms CPU), and training on 10,000 windows.
 bench-learning: $(INSTALLED)

@@ -38,7 +38,29 @@ def test_it_covers_about_90_percent_of_noisy_linear_data() -> None:
         truth = 20 + 0.05 * future + rng.normal(0, 2.0, len(future))
         inside.append((truth >= np.array(f.lower)) & (truth <= np.array(f.upper)))
     coverage = float(np.mean(inside))
-    assert 0.85 <= coverage <= 0.95, coverage
+    # The band holds the line's interval and where the series may wander from its newest
+    # value: on a series that truly is one straight line, the two together hold a little more.
+    assert 0.85 <= coverage <= 0.97, coverage
+
+
+def test_it_covers_about_90_percent_of_a_series_that_wanders() -> None:
+    # A load-driven series swings in bursts that come and go (here an AR(1) that forgets half
+    # its swing in two minutes): a line through five minutes does not foresee them. The line's
+    # interval alone held 58 % of what came.
+    rng = np.random.default_rng(11)
+    inside = []
+    for _ in range(200):
+        x = np.empty(120)
+        x[0] = 50.0 + rng.normal(0, 2.0 / math.sqrt(1 - 0.97**2))
+        for i in range(1, len(x)):
+            x[i] = 50.0 + 0.97 * (x[i - 1] - 50.0) + rng.normal(0, 2.0)
+        w = series_window(x[:60], "requests_waiting")
+        f = forecast(w, "requests_waiting", float(w.t[-1]), horizon_s=300, thresholds={})
+        truth = x[np.rint((np.array(f.times) - T0) / 5.0).astype(int)]
+        inside.append((truth >= np.array(f.lower)) & (truth <= np.array(f.upper)))
+    coverage = np.mean(inside, axis=0)
+    assert 0.83 <= coverage.mean() <= 0.95, coverage
+    assert coverage.min() >= 0.8, coverage
 
 
 def test_it_widens_the_band_with_lead_time() -> None:
