@@ -436,6 +436,10 @@ def forecast(
     reach = _wander(t, y, model.level, model.slope, model.t_ref, lead)
     lower = np.minimum(lower, np.clip(y[-1] - reach, low, high))
     upper = np.maximum(upper, np.clip(y[-1] + reach, low, high))
+    if not (np.isfinite(values).all() and np.isfinite(lower).all() and np.isfinite(upper).all()):
+        # A reading too large to square (a broken exporter's 1e200) leaves the band unknown:
+        # no forecast, rather than numbers a JSON column refuses.
+        return Forecast(metric, [], [], [], [], {name: None for name in limits})
     return Forecast(
         metric=metric,
         times=times.tolist(),

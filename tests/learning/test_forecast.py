@@ -193,3 +193,15 @@ def test_a_series_that_does_not_move_forecasts_itself_with_no_band() -> None:
     assert f.crossings == {"high": None}
     model = fit_local_trend(w.t, w["kv_cache_usage_pct"])
     assert model is not None and model.regime == "flat" and model.slope == 0.0
+
+
+def test_a_reading_too_large_to_square_gives_no_forecast_rather_than_nan() -> None:
+    rng = np.random.default_rng(2)
+    values = 5 + rng.normal(0, 1.0, 60)
+    values[40] = 1e200  # valid in a checkpoint (a non-negative float); its square is not
+    w = series_window(values, "requests_waiting")
+    f = forecast(w, "requests_waiting", float(w.t[-1]))
+    assert f.values == f.lower == f.upper == [] and f.crossings == {"queue_long": None}
+    values[40] = 5.0
+    f = forecast(series_window(values, "requests_waiting"), "requests_waiting", float(w.t[-1]))
+    assert len(f.values) == 10 and np.isfinite(f.lower + f.upper).all()

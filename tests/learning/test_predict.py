@@ -162,3 +162,8 @@ def test_no_mutation_of_the_checkpoints_makes_the_analysis_raise(seed: int) -> N
     predictions = analyze(window, T0 + 295)
 
     assert all(0.0 <= p.probability <= 1.0 for p in predictions)
+    analyzer = HostAnalyzer()
+    for cp in window:
+        analyzer.add(cp)
+    for f in analyzer.analyze(T0 + 295).forecasts:  # stored as JSON: numbers only
+        assert all(math.isfinite(x) for x in f.times + f.values + f.lower + f.upper), f

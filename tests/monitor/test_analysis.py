@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 
 import pytest
@@ -99,3 +100,18 @@ def test_it_fills_the_checkpoints_another_worker_stored_before_analysing(host: H
     assert [round(r.t - T0) for r in list(analyzer._rows)[-12:]] == [
         5 * i for i in range(29, 40)
     ] + [200]
+
+
+def test_a_reading_too_large_to_square_leaves_no_forecast_rather_than_an_unstorable_one(
+    host: Host,
+) -> None:
+    # A broken exporter's 1e200 waiting requests is a valid checkpoint (a non-negative float),
+    # but its square overflows: the band it would give is not a number, which a JSON column
+    # refuses, and the host's other forecasts are stored in the same statement.
+    for i in range(30):
+        _poll(host, T0 + 5 * i, requests_waiting=1e200 if i == 20 else 2.0 + i % 3)
+
+    queue = Forecast.objects.get(host=host, metric="requests_waiting")
+    assert queue.values == queue.lower == queue.upper == []
+    kv = Forecast.objects.get(host=host, metric="kv_cache_usage_pct")
+    assert len(kv.values) == 10 and all(math.isfinite(x) for x in kv.lower + kv.upper)
