@@ -358,18 +358,29 @@ def _projection(
 
 
 @njit(cache=True)
-def _wander(
-    t: np.ndarray, y: np.ndarray, level: float, slope: float, t_ref: float, lead: np.ndarray
-) -> np.ndarray:
-    """Return the ~90 % half-width of how far the series may wander from its newest value in
-    each `lead` seconds: from the variogram of its residuals around the trend's line (half the
-    mean squared change over each lag, up to half the points), read at the lead's lag and,
-    past the longest, extended along the upper half's slope (never down). White noise gives a
-    flat variogram (about 2.3 sigma); a series that drifts, a growing one."""
+def _widen(
+    lower: np.ndarray,
+    upper: np.ndarray,
+    values: np.ndarray,
+    t: np.ndarray,
+    y: np.ndarray,
+    level: float,
+    slope: float,
+    t_ref: float,
+    lead: np.ndarray,
+    low: float,
+    high: float,
+) -> bool:
+    """Widen the band (`lower`, `upper`, in place) to hold where the series may wander from its
+    newest value in each `lead` seconds, kept within [low, high]; return whether the values
+    and band are all numbers.
+
+    How far it may wander comes from the variogram of its residuals around the trend's line
+    (half the mean squared change over each lag, up to half the points), read at the lead's
+    lag and, past the longest, extended along the upper half's slope (never down). White noise
+    gives a flat variogram (about 2.3 sigma either side); a series that drifts, a growing one.
+    """
     n = len(y)
-    out = np.zeros(len(lead))
-    if n < 4:
-        return out
     r = y - (level + slope * (t - t_ref))
     lags = n // 2
     gamma = np.empty(lags)
@@ -377,11 +388,12 @@ def _wander(
         d = r[lag:] - r[:-lag]
         gamma[lag - 1] = 0.5 * (d @ d) / len(d)
     step = (t[-1] - t[0]) / (n - 1)
-    upper = gamma[lags // 2 :]
+    later = gamma[lags // 2 :]
     growth = 0.0
-    if len(upper) >= 2:
-        x = np.arange(len(upper)) - (len(upper) - 1) / 2.0
-        growth = max((x @ (upper - upper.mean())) / (x @ x), 0.0)
+    if len(later) >= 2:
+        x = np.arange(len(later)) - (len(later) - 1) / 2.0
+        growth = max((x @ (later - later.mean())) / (x @ x), 0.0)
+    finite = True
     for i in range(len(lead)):
         k = max(lead[i], 0.0) / step if step > 0 else 0.0
         if k <= 1.0:
@@ -391,8 +403,12 @@ def _wander(
             g = gamma[j - 1] + (k - j) * (gamma[min(j, lags - 1)] - gamma[j - 1])
         else:
             g = gamma[lags - 1] + growth * (k - lags)
-        out[i] = BAND_Z * math.sqrt(2.0 * max(g, 0.0))
-    return out
+        reach = BAND_Z * math.sqrt(max(g, 0.0) * 2.0)
+        # Checked before they are combined: min and max pass a NaN over.
+        finite = finite and math.isfinite(values[i] + lower[i] + upper[i] + reach)
+        lower[i] = min(lower[i], min(max(y[-1] - reach, low), high))
+        upper[i] = max(upper[i], min(max(y[-1] + reach, low), high))
+    return finite
 
 
 def _bounds(metric: str) -> tuple[float, float]:
@@ -433,10 +449,8 @@ def forecast(
     low, high = _bounds(metric)
     values, lower, upper = model.path(lead, low, high)
     t, y = recent(w, metric, lookback_s)
-    reach = _wander(t, y, model.level, model.slope, model.t_ref, lead)
-    lower = np.minimum(lower, np.clip(y[-1] - reach, low, high))
-    upper = np.maximum(upper, np.clip(y[-1] + reach, low, high))
-    if not (np.isfinite(values).all() and np.isfinite(lower).all() and np.isfinite(upper).all()):
+    if not _widen(lower, upper, values, t, y, model.level, model.slope, model.t_ref, lead, low,
+                  high):  # fmt: skip
         # A reading too large to square (a broken exporter's 1e200) leaves the band unknown:
         # no forecast, rather than numbers a JSON column refuses.
         return Forecast(metric, [], [], [], [], {name: None for name in limits})
