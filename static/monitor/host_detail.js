@@ -43,7 +43,7 @@
     const band = {
       x: x.concat(x.slice().reverse()), y: fc.upper.concat(fc.lower.slice().reverse()).map((v) => v * scale),
       fill: "toself", fillcolor: "rgba(214,39,40,0.12)", line: { width: 0 }, hoverinfo: "skip",
-      name: fc.metric + " band", showlegend: false, type: "scatter",
+      name: "forecast band (about 9 in 10)", type: "scatter",
     };
     const line = { x: x, y: fc.values.map((v) => v * scale), mode: "lines", type: "scatter",
                    line: { dash: "dot", color: "#d62728" }, name: "forecast" };

@@ -72,6 +72,17 @@ def test_it_extends_the_host_charts_as_checkpoints_arrive(
         WebDriverWait(browser, 20).until(lambda b: b.execute_script(points) >= drawn + 2)
 
         assert browser.execute_script("return window.__sentinelMarker") == "still here"
+        # The worker's forecast of the KV cache, drawn as a line and a band around it.
+        forecast = (
+            "const data = document.getElementById('chart-kv').data || [];"
+            "const line = data.find((t) => t.name === 'forecast');"
+            "const band = data.find((t) => t.fill === 'toself');"
+            "return line && line.y.length ? [line.y, band.y] : null;"
+        )
+        line, band = WebDriverWait(browser, 60).until(lambda b: b.execute_script(forecast))
+        upper, lower = band[: len(line)], band[len(line) :][::-1]
+        assert len(line) == 10 and len(band) == 20
+        assert all(lo <= v <= hi for lo, v, hi in zip(lower, line, upper, strict=True))
         titles = browser.execute_script(
             "return [...document.querySelectorAll('.chart')].map((c) => c.layout.title.text);"
         )
