@@ -1,7 +1,8 @@
 """A window of one host's checkpoints as aligned numeric series, for every detector. Pure.
 
 Checkpoints come as the documented JSON dicts (agent/checkpoint.py), oldest first, from any
-source (the live table, an export, the simulator). A missing figure is NaN, never an error.
+source (the live table, an export, the simulator). A missing figure is NaN, never an error;
+so is one that is not finite or beyond MAX_READING.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ import numpy as np
 from agent.checkpoint import ERROR_CATEGORIES
 
 Getter = Callable[[dict[str, Any]], float | None]
+# No figure of a vLLM host comes near this (an exabyte, 10^18 tokens): a reading beyond it is
+# a broken exporter's, and is missing. Its square would overflow the detectors' sums.
+MAX_READING = 1e18
 
 
 def obj(value: Any) -> dict[str, Any]:
@@ -358,7 +362,7 @@ def _num(value: Any) -> float:
         number = float(value)
     except (TypeError, ValueError):
         return math.nan
-    return number if math.isfinite(number) else math.nan
+    return number if -MAX_READING <= number <= MAX_READING else math.nan
 
 
 def _listed(value: Any) -> list[Any]:

@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from django.db import connection
 
 from healing.models import Incident
+from learning.window import MAX_READING
 from monitor.models import Checkpoint, CheckpointRollup, Host
 from monitor.summary import GB
 
@@ -26,6 +27,21 @@ BATCH_ROWS = 50_000
 # One INSERT ... SELECT per 10 minutes of checkpoints: 120,000 of them for 1,000 hosts at a
 # 5 s poll, a few seconds' work.
 ROLLUP_BATCH = timedelta(minutes=10)
+MIN_READING = 1e-12  # smaller than any figure resolves (the charts round to 4 places)
+
+
+def _reading(sql: str) -> str:
+    """Return `sql`, a number read from a checkpoint, as the rollup takes it: missing beyond
+    MAX_READING (learning/window.py: no host's figure comes near it), and 0 when it is
+    smaller than any figure resolves. PostgreSQL raises on a float that overflows or
+    underflows, and one checkpoint's 1.7e308 or 5e-324 (both valid readings) would stop the
+    rollup of every host in its ten minutes, and with it the pruning."""
+    return (f"(CASE WHEN abs({sql}) <= {MAX_READING:g} THEN "
+            f"CASE WHEN abs({sql}) >= {MIN_READING:g} THEN {sql} ELSE 0 END END)")  # fmt: skip
+
+
+def _gpu(name: str) -> str:
+    return _reading(f"(gpu->>'{name}')::float8")
 
 
 # Each rolled-up series as SQL, computed as monitor/summary.py's `summarize` does: the chart
@@ -37,14 +53,14 @@ ROLLUP_SERIES = {
     "gpu_mem_total_gb": f"g.total_bytes / {GB}",
     "gpu_temperature_c": "g.temperature_c",  # the hottest GPU
     "gpu_utilization_pct": "g.utilization_pct",  # the mean over GPUs
-    "kv_cache_usage_pct": "v.kv_cache_usage_pct",
-    "requests_running": "v.requests_running",
-    "requests_waiting": "v.requests_waiting",
-    "prompt_tokens_per_s": "r.prompt_tokens_per_s",
-    "generation_tokens_per_s": "r.generation_tokens_per_s",
-    "preemptions_per_s": "r.preemptions_per_s",
+    "kv_cache_usage_pct": _reading("v.kv_cache_usage_pct"),
+    "requests_running": _reading("v.requests_running"),
+    "requests_waiting": _reading("v.requests_waiting"),
+    "prompt_tokens_per_s": _reading("r.prompt_tokens_per_s"),
+    "generation_tokens_per_s": _reading("r.generation_tokens_per_s"),
+    "preemptions_per_s": _reading("r.preemptions_per_s"),
     **{
-        f"{key}_{p}_s": f"(v.latency #>> '{{{key},{p}_s}}')::float8"
+        f"{key}_{p}_s": _reading(f"(v.latency #>> '{{{key},{p}_s}}')::float8")
         for key in ("ttft", "itl", "e2e")
         for p in ("p50", "p99")
     },
@@ -58,10 +74,10 @@ _READ_CHECKPOINT = (
     "requests_running float8, requests_waiting float8, rates jsonb, latency jsonb) "
     "CROSS JOIN LATERAL jsonb_to_record(v.rates) AS r(prompt_tokens_per_s float8, "
     "generation_tokens_per_s float8, preemptions_per_s float8) "
-    "CROSS JOIN LATERAL (SELECT sum((gpu->>'memory_used_bytes')::float8) AS used_bytes,"
-    " sum((gpu->>'memory_total_bytes')::float8) AS total_bytes,"
-    " max((gpu->>'temperature_c')::float8) AS temperature_c,"
-    " avg((gpu->>'utilization_gpu_pct')::float8) AS utilization_pct"
+    f"CROSS JOIN LATERAL (SELECT sum({_gpu('memory_used_bytes')}) AS used_bytes,"
+    f" sum({_gpu('memory_total_bytes')}) AS total_bytes,"
+    f" max({_gpu('temperature_c')}) AS temperature_c,"
+    f" avg({_gpu('utilization_gpu_pct')}) AS utilization_pct"
     " FROM jsonb_array_elements(d.gpus) AS gpu) g"
 )
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeGuard
 
 from agent.checkpoint import Checkpoint
 from agent.lifecycle import LifecycleState
+from learning.window import MAX_READING
 
 # Series drawn on the host page, in the order the charts use them.
 SERIES_KEYS = (
@@ -42,7 +43,7 @@ def summarize(cp: Checkpoint) -> dict[str, Any]:
         "gpu_mem_used_gb": _div(used, GB),
         "gpu_mem_total_gb": _div(total, GB),
         "gpu_mem_used_pct": _round(cp.gpu_memory_used_pct),
-        "gpu_temperature_c": max(temps) if temps else None,
+        "gpu_temperature_c": _round(max(temps)) if temps else None,
         "gpu_utilization_pct": _round(sum(utils) / len(utils)) if utils else None,
         "health_ok": vllm.health.ok if vllm else None,
         "forward_progress": vllm.forward_progress if vllm else None,
@@ -61,8 +62,8 @@ def _vllm_figures(cp: Checkpoint) -> dict[str, Any]:
         return {}
     figures: dict[str, Any] = {
         "kv_cache_usage_pct": _round(vllm.kv_cache_usage_pct),
-        "requests_running": vllm.requests_running,
-        "requests_waiting": vllm.requests_waiting,
+        "requests_running": _round(vllm.requests_running),
+        "requests_waiting": _round(vllm.requests_waiting),
         "prompt_tokens_per_s": _round(vllm.rates.prompt_tokens_per_s),
         "generation_tokens_per_s": _round(vllm.rates.generation_tokens_per_s),
         "preemptions_per_s": _round(vllm.rates.preemptions_per_s),
@@ -147,8 +148,15 @@ def host_status(cp: Checkpoint) -> tuple[str, str]:
 
 
 def _div(value: float | None, by: float) -> float | None:
-    return None if value is None else round(value / by, 3)
+    return round(value / by, 3) if _plausible(value) else None
 
 
 def _round(value: float | None, digits: int = 2) -> float | None:
-    return None if value is None else round(value, digits)
+    return round(value, digits) if _plausible(value) else None
+
+
+def _plausible(value: float | None) -> TypeGuard[float]:
+    """Whether `value` is a figure at all: one beyond any host's (a broken exporter's, or a
+    share of a denormal total that overflowed) is missing, as the analysis and the rollups
+    take it, and never an infinity JSON cannot carry."""
+    return value is not None and -MAX_READING <= value <= MAX_READING

@@ -35,6 +35,17 @@ def test_it_turns_garbage_into_missing_values() -> None:
     assert math.isnan(w["kv_cache_usage_pct"][0]) and math.isnan(w["gpu_temp_c"][0])
 
 
+def test_a_reading_no_host_can_have_is_missing() -> None:
+    # Valid in a checkpoint (a non-negative float), but its square overflows every sum.
+    readings = [9e17, 1e18, 1.1e18, 1e200]
+    w = window([to_dict(make_checkpoint(collected_at=float(i), requests_waiting=v,
+                                        gpu_memory_total_bytes=5e-324))
+                for i, v in enumerate(readings)])  # fmt: skip
+    assert w["requests_waiting"][:2].tolist() == readings[:2]
+    assert np.isnan(w["requests_waiting"][2:]).all()
+    assert np.isnan(w["gpu_mem_used_pct"]).all()  # a share of a denormal total overflows
+
+
 def test_entries_without_an_object_or_a_time_are_left_out_and_wrong_types_read_as_missing() -> None:
     good = to_dict(make_checkpoint(collected_at=5.0, gpu_temperature_c=70.0))
     undated = {**good, "collected_at": "soon"}

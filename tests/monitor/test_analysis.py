@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-import math
+import random
 from datetime import UTC, datetime
 
 import pytest
@@ -102,16 +102,39 @@ def test_it_fills_the_checkpoints_another_worker_stored_before_analysing(host: H
     ] + [200]
 
 
-def test_a_reading_too_large_to_square_leaves_no_forecast_rather_than_an_unstorable_one(
+def test_a_reading_no_host_can_have_is_missing_and_the_forecast_made_without_it(
     host: Host,
 ) -> None:
     # A broken exporter's 1e200 waiting requests is a valid checkpoint (a non-negative float),
-    # but its square overflows: the band it would give is not a number, which a JSON column
+    # but its square overflows: a band from it would not be a number, which a JSON column
     # refuses, and the host's other forecasts are stored in the same statement.
     for i in range(30):
         _poll(host, T0 + 5 * i, requests_waiting=1e200 if i == 20 else 2.0 + i % 3)
 
     queue = Forecast.objects.get(host=host, metric="requests_waiting")
-    assert queue.values == queue.lower == queue.upper == []
-    kv = Forecast.objects.get(host=host, metric="kv_cache_usage_pct")
-    assert len(kv.values) == 10 and all(math.isfinite(x) for x in kv.lower + kv.upper)
+    assert len(queue.values) == 10
+    assert all(0 <= x < 10 for x in queue.values + queue.lower + queue.upper)
+
+
+# Every figure a checkpoint validates with (non-negative floats, percentages up to 100), at its
+# extremes: a denormal total, a square that overflows, a float's largest value.
+EXTREMES = [0.0, 5e-324, 1e-300, 1.0, 1e17, 1e18, 1e200, 1.7e308]
+FIGURES = ["requests_running", "requests_waiting", "generation_tokens_per_s", "prompt_tokens_per_s",
+           "ttft_p99_s", "itl_p99_s", "gpu_memory_used_bytes", "gpu_memory_total_bytes",
+           "gpu_temperature_c", "kv_cache_usage_pct"]  # fmt: skip
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_no_extreme_reading_breaks_the_analysis_or_what_it_stores(host: Host, seed: int) -> None:
+    rng = random.Random(seed)
+    for i in range(50):
+        changes = {}
+        if rng.random() < 0.5:
+            for name in rng.sample(FIGURES, rng.randint(1, 4)):
+                value = rng.choice(EXTREMES)
+                changes[name] = min(value, 100.0) if name.endswith("_pct") else value
+        _poll(host, T0 + 5 * i, **changes)  # raises on a NaN or infinity a JSON column refuses
+
+    assert Forecast.objects.filter(host=host).count() == 4
+    host.refresh_from_db()
+    assert host.latest["collected_at"] == T0 + 5 * 49

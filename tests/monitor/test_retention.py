@@ -120,6 +120,28 @@ def test_it_rolls_a_minute_up_into_averages_extremes_the_count_and_the_last_stat
         assert rollup.figures[key][1:] == pytest.approx([min(values), max(values)], abs=1e-3)
 
 
+def test_a_reading_no_host_can_have_does_not_stop_the_rollup_of_the_others(host) -> None:  # type: ignore[no-untyped-def]
+    # Valid readings (non-negative floats) that PostgreSQL's arithmetic refuses: a sum that
+    # overflows, a quotient that underflows. One such checkpoint failed the whole batch.
+    minute, other = _minute(days_ago=8), _host("gpu-02")
+    for s, v in ((5, 1.7e308), (20, 1.7e308), (35, 5e-324)):
+        _store(host, minute + timedelta(seconds=s), requests_waiting=v,
+               gpu_memory_used_bytes=v, gpu_memory_total_bytes=v)  # fmt: skip
+    rows = [_store(other, minute + timedelta(seconds=s), requests_waiting=3.0) for s in (5, 20)]
+
+    assert roll_up(minute, minute + timedelta(minutes=1)) == 2
+
+    broken = CheckpointRollup.objects.get(host=host).figures
+    assert broken["requests_waiting"] == [0.0, 0.0, 0.0]  # 1.7e308 missing, 5e-324 nothing
+    assert broken["gpu_mem_used_gb"] == [0.0, 0.0, 0.0]
+    assert broken["kv_cache_usage_pct"] == [32.0, 32.0, 32.0]
+    assert CheckpointRollup.objects.get(host=other).figures["requests_waiting"] == [3.0, 3.0, 3.0]
+    # As the charts drew them.
+    assert [summarize(_decoded(r))["requests_waiting"] for r in rows] == [3.0, 3.0]
+    drawn = [summarize(_decoded(c)) for c in Checkpoint.objects.filter(host=host)]
+    assert sorted(str(d["requests_waiting"]) for d in drawn) == ["0.0", "None", "None"]
+
+
 def test_it_leaves_out_series_not_measured_in_the_minute(host) -> None:  # type: ignore[no-untyped-def]
     minute = _minute(days_ago=8)
     _store(
