@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from learning.prediction import Evidence
-from learning.window import Window
+from learning.window import Row, Window
 
 # MODEL_FORMAT history:
 # 1: isolation forest over LEVELS + ratios + rates, packed trees, robust centring.
@@ -128,6 +128,17 @@ def newest_features(window: Window) -> np.ndarray:
     return np.array(last)
 
 
+def row_features(previous: Row, newest: Row) -> np.ndarray:
+    """Return FEATURES of the `newest` row, its rates of change since `previous` (what a
+    host's analyzer scores, read off its rows without building a window)."""
+    last = [newest.value(name) for name in LEVELS]
+    last += [newest.value(a) / max(newest.value(b), 1.0) for a, b in RATIOS.values()]
+    dt = newest.t - previous.t
+    last += [(newest.value(n) - previous.value(n)) / dt if dt > 0 else math.nan
+             for n in RATES.values()]  # fmt: skip
+    return np.array(last)
+
+
 def _ratio(top: np.ndarray, bottom: np.ndarray) -> np.ndarray:
     # Idle hosts count as one running request, so ratios stay finite and meaningful.
     return np.asarray(top / np.maximum(bottom, 1.0), dtype=float)
@@ -144,10 +155,14 @@ def _per_s(values: np.ndarray, t: np.ndarray) -> np.ndarray:
 
 def fit(windows: Sequence[Window], seed: int = 0) -> Model:
     """Return a model of the serving checkpoints in `windows` (one host's or a fleet's)."""
+    return fit_rows(_healthy_rows(windows), seed)
+
+
+def fit_rows(rows: np.ndarray, seed: int = 0) -> Model:
+    """Return a model of `rows` (one row of FEATURES per serving checkpoint)."""
     from sklearn import __version__ as sklearn_version
     from sklearn.ensemble import IsolationForest
 
-    rows = _healthy_rows(windows)
     columns = np.flatnonzero(~np.all(np.isnan(rows), axis=0)) if len(rows) else np.array([], int)
     if len(rows) < 2 or not len(columns):
         raise ValueError("fit needs at least two serving checkpoints with data")
@@ -261,7 +276,12 @@ def _raw_scores(model: Model, z: np.ndarray) -> np.ndarray:
 
 def score(model: Model, window: Window) -> Score:
     """Return how anomalous the newest checkpoint of `window` is, and the features why."""
-    x = newest_features(window)[model.columns]
+    return score_features(model, newest_features(window))
+
+
+def score_features(model: Model, features: np.ndarray) -> Score:
+    """Return how anomalous a checkpoint with these FEATURES is, and the features why."""
+    x = features[model.columns]
     z = _standardise(x[None, :], model.medians, model.scales)
     raw = float(_raw_scores(model, z)[0])
     largest_z = float(np.abs(z[0]).max())

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import random
 import time
 from typing import Any
@@ -9,8 +10,9 @@ import pytest
 
 from agent.checkpoint import to_dict
 from agent.lifecycle import LifecycleState
-from learning import multivariate
-from learning.window import SERIES, Window, window
+from learning import multivariate, predict
+from learning.predict import HostAnalyzer
+from learning.window import SERIES, Window, from_rows, row, window
 from tests.factories import make_checkpoint
 
 
@@ -100,6 +102,64 @@ def test_it_computes_the_newest_row_as_the_whole_window_does(history: list[dict[
     w = window(history[:30])
 
     np.testing.assert_array_equal(multivariate.newest_features(w), multivariate.feature_rows(w)[-1])
+
+
+def test_it_reads_a_rows_features_as_a_window_of_the_two_does(
+    history: list[dict[str, Any]],
+) -> None:
+    rows = [row(cp) for cp in history[:40]]
+    rows[5] = row({**history[5], "collected_at": history[4]["collected_at"]})  # no time between
+
+    for previous, newest in itertools.pairwise(rows):
+        np.testing.assert_array_equal(
+            multivariate.row_features(previous, newest),
+            multivariate.newest_features(from_rows([previous, newest])),
+        )
+
+
+def test_a_hosts_analyzer_learns_its_usual_figures_and_names_what_is_unusual(
+    history: list[dict[str, Any]],
+) -> None:
+    analyzer = HostAnalyzer()
+    for cp in history[: predict.USUAL_FIRST_ROWS - 1]:
+        analyzer.add(cp)
+    assert analyzer._usual_model is None  # less than an hour of serving: nothing usual yet
+    for cp in history[predict.USUAL_FIRST_ROWS - 1 : 900]:
+        analyzer.add(cp)
+    assert analyzer._usual_model is not None and analyzer._usual_model.rows == 720
+    now = float(history[899]["collected_at"])
+    assert not _multivariate(analyzer.analyze(now).predictions)
+
+    # The KV use of twice this load: every figure within its usual range, and no detector,
+    # forecast or single-series anomaly says anything; together they are not this host's way.
+    odd = healthy_checkpoint(random.Random(3), now + 10, requests_running=62.0,
+                             kv_cache_usage_pct=41.0)  # fmt: skip
+    analyzer.add(odd)
+    predictions = analyzer.analyze(now + 10).predictions
+
+    assert [p.failure_type for p in predictions] == ["performance_degradation"]
+    found = predictions[0]
+    assert [e.source for e in found.evidence] == ["anomaly:multivariate"]
+    assert "kv_cache_usage_pct_per_running" in found.evidence[0].detail
+    # One reason, below the opening line on its own.
+    assert found.probability == pytest.approx(predict.ANOMALY_WEIGHT * found.evidence[0].value)
+
+
+def test_a_hosts_analyzer_learns_from_serving_checkpoints_only(
+    history: list[dict[str, Any]],
+) -> None:
+    analyzer = HostAnalyzer()
+    for i, cp in enumerate(history[:1000]):
+        state = LifecycleState.DEGRADED.value if i % 2 else cp["lifecycle_state"]
+        analyzer.add({**cp, "lifecycle_state": state})
+
+    # 500 serving, the first without a previous checkpoint to take its rates from.
+    assert len(analyzer._usual) == 499 and analyzer._usual_model is None
+
+
+def _multivariate(predictions: list[Any]) -> list[Any]:
+    return [p for p in predictions
+            if any(e.source == "anomaly:multivariate" for e in p.evidence)]  # fmt: skip
 
 
 def test_it_learns_from_serving_checkpoints_only(history: list[dict[str, Any]]) -> None:
