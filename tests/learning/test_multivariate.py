@@ -132,10 +132,13 @@ def test_a_hosts_analyzer_learns_its_usual_figures_and_names_what_is_unusual(
 
     # The KV use of twice this load: every figure within its usual range, and no detector,
     # forecast or single-series anomaly says anything; together they are not this host's way.
-    odd = healthy_checkpoint(random.Random(3), now + 10, requests_running=62.0,
-                             kv_cache_usage_pct=41.0)  # fmt: skip
-    analyzer.add(odd)
-    predictions = analyzer.analyze(now + 10).predictions
+    for k in range(1, predict.UNUSUAL_FOR + 1):
+        # A reason once it lasts: one healthy checkpoint in 200 is as rare as this.
+        assert not _multivariate(analyzer.analyze(now + 10 * (k - 1)).predictions)
+        odd = healthy_checkpoint(random.Random(3), now + 10 * k, requests_running=62.0,
+                                 kv_cache_usage_pct=41.0)  # fmt: skip
+        analyzer.add(odd)
+    predictions = analyzer.analyze(now + 10 * predict.UNUSUAL_FOR).predictions
 
     assert [p.failure_type for p in predictions] == ["performance_degradation"]
     found = predictions[0]

@@ -51,6 +51,17 @@ def test_the_fleet_prior_and_anomalies_add_to_the_host_evidence_as_independent_r
     assert p.time_to_failure_s == 200.0  # from the source that believes it
 
 
+def test_anomalies_of_one_slowdown_count_as_one_reason() -> None:
+    # Latency unusual on its own and in the host's whole picture: one observation, seen twice.
+    beliefs = [belief("anomaly:itl_p99_s", 0.44), belief("anomaly:multivariate", 0.45)]
+    p = _prediction("performance_degradation", beliefs, 300.0)
+    assert p.probability == pytest.approx(0.45) and p.probability < OPEN_AT
+    with_detector = _prediction(
+        "performance_degradation", [*beliefs, belief("detector:itl_p99_s_degraded", 0.49)], 300.0
+    )
+    assert with_detector.probability == pytest.approx(1 - 0.55 * 0.51)
+
+
 def test_a_strong_finding_alone_opens_and_the_soonest_believer_sets_the_time() -> None:
     beliefs = [
         belief("detector:kv_cache_demand", 0.92, 70.0),
