@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from numba import njit
 
 from learning.prediction import Evidence
 from learning.window import Row, Window
@@ -92,7 +93,6 @@ class Model:
     split_value: np.ndarray
     leaf_depth: np.ndarray  # path length credited at a leaf (depth + c(leaf size))
     roots: np.ndarray
-    depth: int
     normaliser: float  # c(max_samples)
     healthy: np.ndarray  # quantiles of the training rows' forest scores
     healthy_z: np.ndarray  # quantiles of the training rows' largest robust |z|
@@ -220,7 +220,7 @@ def _standardise(x: np.ndarray, medians: np.ndarray, scales: np.ndarray) -> np.n
 def _pack(forest: Any) -> dict[str, Any]:
     """Return the forest's trees as flat arrays; a leaf points to itself on both sides."""
     lefts, rights, features, values, leaf_depths, roots = [], [], [], [], [], []
-    offset, depth = 0, 0
+    offset = 0
     for tree, used in zip(forest.estimators_, forest.estimators_features_, strict=True):
         t = tree.tree_
         n = t.node_count
@@ -234,7 +234,6 @@ def _pack(forest: Any) -> dict[str, Any]:
         leaf_depths.append(node_depth + _average_path(t.n_node_samples.astype(float)))
         roots.append(offset)
         offset += n
-        depth = max(depth, int(node_depth.max()))
     return {
         "left": np.concatenate(lefts),
         "right": np.concatenate(rights),
@@ -242,7 +241,6 @@ def _pack(forest: Any) -> dict[str, Any]:
         "split_value": np.concatenate(values),
         "leaf_depth": np.concatenate(leaf_depths),
         "roots": np.array(roots),
-        "depth": depth,
         "normaliser": float(_average_path(np.array([float(forest.max_samples_)]))[0]),
     }
 
@@ -264,14 +262,36 @@ def _average_path(n: np.ndarray) -> np.ndarray:
 
 
 def _raw_scores(model: Model, z: np.ndarray) -> np.ndarray:
-    """Return the isolation forest score of each standardised row (walks all trees at once)."""
-    nodes = np.broadcast_to(model.roots, (len(z), len(model.roots))).copy()
-    rows = np.arange(len(z))[:, None]
-    for _ in range(model.depth):
-        goes_left = z[rows, model.split_feature[nodes]] <= model.split_value[nodes]
-        nodes = np.where(goes_left, model.left[nodes], model.right[nodes])
-    mean_path = model.leaf_depth[nodes].mean(axis=1)
+    """Return the isolation forest score of each standardised row."""
+    mean_path = _mean_paths(np.ascontiguousarray(z, dtype=np.float64), model.roots, model.left,
+                            model.right, model.split_feature, model.split_value,
+                            model.leaf_depth)  # fmt: skip
     return np.asarray(2.0 ** (-mean_path / model.normaliser))
+
+
+# Compiled: walking the trees in numpy (all at once, a level per step) cost 0.14 ms a row, most
+# of it numpy's per-call overhead on a hundred nodes; a loop costs a few microseconds.
+@njit(cache=True)
+def _mean_paths(
+    z: np.ndarray,
+    roots: np.ndarray,
+    left: np.ndarray,
+    right: np.ndarray,
+    split_feature: np.ndarray,
+    split_value: np.ndarray,
+    leaf_depth: np.ndarray,
+) -> np.ndarray:
+    """Return each row's path length through the packed trees, averaged over them."""
+    out = np.empty(z.shape[0])
+    for i in range(z.shape[0]):
+        total = 0.0
+        for root in roots:
+            node = root
+            while left[node] != node:  # a leaf points to itself
+                node = left[node] if z[i, split_feature[node]] <= split_value[node] else right[node]
+            total += leaf_depth[node]
+        out[i] = total / len(roots)
+    return out
 
 
 def score(model: Model, window: Window) -> Score:
