@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.machinery
-import importlib.util
-import sys
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from typing import Any
 
@@ -15,6 +11,7 @@ import pytest
 from agent.checkpoint import to_dict
 from learning.history import FailureEvent
 from tests.factories import make_checkpoint
+from tests.scripts import loaded
 
 T0 = 1_780_000_000.0
 KV = "kv_cache_exhausted"
@@ -22,15 +19,7 @@ KV = "kv_cache_exhausted"
 
 @pytest.fixture(scope="module")
 def evaluation() -> Iterator[ModuleType]:
-    path = Path(__file__).resolve().parents[2] / "evaluate" / "run"
-    loader = importlib.machinery.SourceFileLoader("evaluate_run", str(path))
-    spec = importlib.util.spec_from_loader("evaluate_run", loader)
-    assert spec is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["evaluate_run"] = module  # its dataclasses look their module up
-    loader.exec_module(module)
-    yield module
-    del sys.modules["evaluate_run"]
+    yield from loaded("evaluate/run")
 
 
 def run_of(storms: list[tuple[float, float]], duration_s: float = 900.0) -> Any:

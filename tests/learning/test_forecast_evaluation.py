@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.machinery
-import importlib.util
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from typing import Any
 
@@ -14,6 +10,7 @@ import pytest
 
 from agent.checkpoint import LifecycleState, to_dict
 from tests.factories import make_checkpoint
+from tests.scripts import loaded
 
 T0 = 1_780_000_000.0
 KV = "kv_cache_usage_pct"
@@ -21,15 +18,7 @@ KV = "kv_cache_usage_pct"
 
 @pytest.fixture(scope="module")
 def evaluation() -> Iterator[ModuleType]:
-    path = Path(__file__).resolve().parents[2] / "evaluate" / "forecasts"
-    loader = importlib.machinery.SourceFileLoader("evaluate_forecasts", str(path))
-    spec = importlib.util.spec_from_loader("evaluate_forecasts", loader)
-    assert spec is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["evaluate_forecasts"] = module  # its dataclasses look their module up
-    loader.exec_module(module)
-    yield module
-    del sys.modules["evaluate_forecasts"]
+    yield from loaded("evaluate/forecasts")
 
 
 def run_of(kv: list[float], down: range = range(0)) -> Any:
