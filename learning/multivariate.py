@@ -41,6 +41,7 @@ ALARM_LIKELIHOOD = 0.995  # rarer than 199 in 200 healthy checkpoints
 TREES = 100
 MAX_SAMPLES = 256
 TOP_CONTRIBUTIONS = 3
+NEVER_MOVED_Z = 1000.0  # farther than this, a feature's scale is the one for constant features
 QUANTILES = 1001  # healthy scores kept, as quantiles, to turn a score into a likelihood
 
 LEVELS = (
@@ -202,12 +203,18 @@ def _healthy_rows(windows: Sequence[Window]) -> np.ndarray:
 
 
 def _robust_scales(x: np.ndarray, medians: np.ndarray) -> np.ndarray:
-    # Median absolute deviation as a standard deviation; a constant feature gets a scale
-    # from its magnitude, so any change of it still stands out without dividing by zero.
-    mad = 1.4826 * np.nanmedian(np.abs(x - medians), axis=0)
+    # Median absolute deviation as a standard deviation. A feature that is mostly one value
+    # (failed requests and preemptions: 0 but now and then) has none: its mean absolute
+    # deviation stands in, or a spike it has shown before would be 10^8 of them away and no
+    # other figure could ever look unusual beside it. Only a feature that never moved gets a
+    # scale from its magnitude, so any change of it still stands out.
+    deviation = np.abs(x - medians)
+    mad = 1.4826 * np.nanmedian(deviation, axis=0)
+    mean_deviation = 1.2533 * np.nanmean(deviation, axis=0)
     fallback = np.maximum(np.abs(medians) * 0.01, 1e-9)
+    scale = np.where(np.isfinite(mad) & (mad > 0), mad, mean_deviation)
     return np.where(
-        np.isfinite(mad) & (mad > 0), mad, np.where(np.isfinite(fallback), fallback, 1.0)
+        np.isfinite(scale) & (scale > 0), scale, np.where(np.isfinite(fallback), fallback, 1.0)
     )
 
 
@@ -318,11 +325,13 @@ def score_features(model: Model, features: np.ndarray) -> Score:
 def evidence(result: Score) -> list[Evidence]:
     """Return the contributions of `result` as sentences an operator can read."""
     return [
-        Evidence(
-            source="anomaly:multivariate",
-            detail=f"{name} is {abs(z):.1f} robust SDs {'above' if z > 0 else 'below'} "
-            "its healthy median",
-            value=z,
-        )
+        Evidence(source="anomaly:multivariate", detail=_deviation(name, z), value=z)
         for name, z in result.contributions
     ]
+
+
+def _deviation(name: str, z: float) -> str:
+    side = "above" if z > 0 else "below"
+    if abs(z) >= NEVER_MOVED_Z:  # its scale is the fallback: it had one value all along
+        return f"{name} is {side} the one value it always had"
+    return f"{name} is {abs(z):.1f} robust SDs {side} its healthy median"

@@ -165,6 +165,28 @@ def _multivariate(predictions: list[Any]) -> list[Any]:
             if any(e.source == "anomaly:multivariate" for e in p.evidence)]  # fmt: skip
 
 
+def test_a_figure_mostly_zero_has_a_scale_from_its_spikes_and_one_that_never_moved_none() -> None:
+    # Failed requests: 0 in 98 checkpoints of 100, 1 a second in the others. Its MAD is 0.
+    rows = np.zeros((100, len(multivariate.FEATURES)))
+    rows[:, 0] = np.linspace(20, 40, 100)  # a figure that moves, so the forest has something
+    failed = multivariate.FEATURES.index("requests_failed_per_s")
+    rows[::50, failed] = 1.0
+    model = multivariate.fit_rows(rows)
+
+    spike = rows[0].copy()
+    spike[failed] = 1.0
+    z = dict(multivariate.score_features(model, spike).contributions)
+    assert 10 < z["requests_failed_per_s"] < 100  # a spike like those seen: tens, not 10^8
+
+    preempting = rows[1].copy()
+    preempting[multivariate.FEATURES.index("preemptions_per_s")] = 3.0  # never before
+    result = multivariate.score_features(model, preempting)
+    assert result.contributions[0][0] == "preemptions_per_s" and result.alarm
+    assert multivariate.evidence(result)[0].detail == (
+        "preemptions_per_s is above the one value it always had"
+    )
+
+
 def test_it_learns_from_serving_checkpoints_only(history: list[dict[str, Any]]) -> None:
     loading = [
         to_dict(
