@@ -14,10 +14,10 @@ guardrail, e.g. a normal ITL at half the usual load.
 2. `score(model, window)`: the newest checkpoint's features and two measures of how rare
    they are among the healthy training rows: the forest's score (mean path length, walked for
    all trees at once), which sees unusual combinations, and the largest robust z of any one
-   feature, which keeps growing where the forest saturates (a figure far outside anything
-   seen). The likelihood is the larger of the two shares of healthy rows that were less
-   anomalous. `contributions` name the features furthest from their healthy median, in
-   robust standard deviations, for the evidence.
+   feature over that feature's own usual extreme, which keeps growing where the forest
+   saturates (a figure far outside anything seen). The likelihood is the larger of the two
+   shares of healthy rows that were less anomalous. `contributions` name the features
+   furthest beyond their usual extremes, in robust standard deviations, for the evidence.
 """
 
 from __future__ import annotations
@@ -41,6 +41,10 @@ ALARM_LIKELIHOOD = 0.995  # rarer than 199 in 200 healthy checkpoints
 TREES = 100
 MAX_SAMPLES = 256
 TOP_CONTRIBUTIONS = 3
+# A figure is judged against its own usual extreme, so that a feature with heavy tails (TTFT
+# p99 jumps 40 robust SDs on a healthy host) does not set the bar for all: against the
+# largest z of any feature, a GPU 20 SDs hotter than usual had scored 0.95.
+EXTREME_QUANTILE = 0.999
 NEVER_MOVED_Z = 1000.0  # farther than this, a feature's scale is the one for constant features
 QUANTILES = 1001  # healthy scores kept, as quantiles, to turn a score into a likelihood
 
@@ -96,7 +100,8 @@ class Model:
     roots: np.ndarray
     normaliser: float  # c(max_samples)
     healthy: np.ndarray  # quantiles of the training rows' forest scores
-    healthy_z: np.ndarray  # quantiles of the training rows' largest robust |z|
+    extremes: np.ndarray  # each feature's usual extreme: its training rows' 99.9th |z| (>= 1)
+    healthy_z: np.ndarray  # quantiles of the training rows' largest |z| over its extreme
     rows: int
     sklearn_version: str
     model_format: int = MODEL_FORMAT
@@ -184,12 +189,13 @@ def fit_rows(rows: np.ndarray, seed: int = 0) -> Model:
         sklearn_version=sklearn_version,
         rows=len(z),
         healthy=np.empty(0),
+        extremes=np.maximum(np.quantile(np.abs(z), EXTREME_QUANTILE, axis=0), 1.0),
         healthy_z=np.empty(0),
         **packed,
     )
     levels = np.linspace(0.0, 1.0, QUANTILES)
     model.healthy = np.quantile(_raw_scores(model, z), levels)
-    model.healthy_z = np.quantile(np.abs(z).max(axis=1), levels)
+    model.healthy_z = np.quantile((np.abs(z) / model.extremes).max(axis=1), levels)
     return model
 
 
@@ -311,13 +317,14 @@ def score_features(model: Model, features: np.ndarray) -> Score:
     x = features[model.columns]
     z = _standardise(x[None, :], model.medians, model.scales)
     raw = float(_raw_scores(model, z)[0])
-    largest_z = float(np.abs(z[0]).max())
+    beyond = np.abs(z[0]) / model.extremes  # each figure against its own usual extreme
+    largest_z = float(beyond.max())
     below = max(
         np.searchsorted(model.healthy, raw, side="left"),
         np.searchsorted(model.healthy_z, largest_z, side="left"),
     )
     likelihood = float(below) / (QUANTILES - 1)
-    order = np.argsort(-np.abs(z[0]))[:TOP_CONTRIBUTIONS]
+    order = np.argsort(-beyond)[:TOP_CONTRIBUTIONS]
     contributions = [(model.features[i], round(float(z[0][i]), 2)) for i in order if z[0][i] != 0]
     return Score(min(likelihood, 1.0), raw, contributions)
 

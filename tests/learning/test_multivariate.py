@@ -187,6 +187,22 @@ def test_a_figure_mostly_zero_has_a_scale_from_its_spikes_and_one_that_never_mov
     )
 
 
+def test_a_figure_beyond_its_own_extremes_stands_out_beside_a_heavy_tailed_one() -> None:
+    # TTFT p99 jumps tenfold in 1 checkpoint of 100 on this healthy host: robust z in the
+    # hundreds. A GPU 10 degrees hotter than ever (about 7 SDs) must still stand out.
+    rng = random.Random(4)
+    history = [
+        healthy_checkpoint(rng, 1_000.0 + 10 * i, ttft_p99_s=4.2 if i % 100 == 7 else 0.42)
+        for i in range(1500)
+    ]
+    model = multivariate.fit([window(history)])
+    hot = healthy_checkpoint(random.Random(5), 1e6, gpu_temperature_c=72.0)
+
+    result = multivariate.score(model, with_newest(history, hot))
+
+    assert result.alarm and result.contributions[0][0] == "gpu_temp_c"
+
+
 def test_it_learns_from_serving_checkpoints_only(history: list[dict[str, Any]]) -> None:
     loading = [
         to_dict(
