@@ -451,8 +451,9 @@ def forecast(
     t, y = recent(w, metric, lookback_s)
     if not _widen(lower, upper, values, t, y, model.level, model.slope, model.t_ref, lead, low,
                   high):  # fmt: skip
-        # A reading too large to square (a broken exporter's 1e200) leaves the band unknown:
-        # no forecast, rather than numbers a JSON column refuses.
+        # A reading too large to square leaves the band unknown: no forecast, rather than
+        # numbers a JSON column refuses. Checkpoints never bring one (learning.window reads
+        # what is beyond MAX_READING as missing); a window built by hand can.
         return Forecast(metric, [], [], [], [], {name: None for name in limits})
     return Forecast(
         metric=metric,

@@ -127,9 +127,9 @@ class HostAnalyzer:
     _anomaly: dict[str, Any] = field(default_factory=dict)
     _anomaly_scores: dict[str, float] = field(default_factory=dict)
     _usual: deque[np.ndarray] = field(default_factory=lambda: deque(maxlen=USUAL_ROWS))
-    _usual_model: Any = None
+    _usual_model: multivariate.Model | None = None
     _since_fit: int = 0
-    _combination: Any = None  # the newest checkpoint's multivariate.Score, once there is a model
+    _combination: multivariate.Score | None = None  # the newest checkpoint's, with a model
     _unusual_run: int = 0  # serving checkpoints in a row whose combination was unusual
 
     def add(self, checkpoint: dict[str, Any]) -> bool:
