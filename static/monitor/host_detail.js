@@ -88,7 +88,10 @@
       const message = JSON.parse(event.data);
       if (message.point) extend(message.point);
       // New transitions, errors, GPU events or a validation report: the server re-rendered them.
-      if (message.panels) document.getElementById("host-events").outerHTML = message.panels;
+      if (message.panels) {
+        document.getElementById("host-events").outerHTML = message.panels;
+        if (window.reloadHostGraph) window.reloadHostGraph();  // perhaps a new transition
+      }
       if (message.predictions) document.getElementById("host-predictions").outerHTML = message.predictions;
       if (message.forecasts) drawForecasts(message.forecasts);
     };

@@ -84,7 +84,8 @@ def test_it_extends_the_host_charts_as_checkpoints_arrive(
         assert len(line) == 10 and len(band) == 20
         assert all(lo <= v <= hi for lo, v, hi in zip(lower, line, upper, strict=True))
         titles = browser.execute_script(
-            "return [...document.querySelectorAll('.chart')].map((c) => c.layout.title.text);"
+            "return [...document.querySelectorAll('#charts .chart')]"
+            ".map((c) => c.layout.title.text);"
         )
         assert titles == [
             "GPU memory (GB)",
