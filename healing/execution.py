@@ -15,42 +15,27 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from healing import audit, verification
 from healing.agent_actions import AgentActionError, run_action
 from healing.models import Proposal
 from monitor.models import Host
+from sentinel.locks import advisory_lock
 
 LOCK_SPACE = 0x5E17  # advisory-lock namespace for proposals
 
 
 def execute(proposal_id: int, clock: Callable[[], datetime] = timezone.now) -> str:
     """Run the proposal's steps; `clock` gives the time (a simulated fleet has its own)."""
-    with _lock(proposal_id) as got:
+    with advisory_lock(LOCK_SPACE, proposal_id) as got:
         if not got:
             return f"proposal {proposal_id} is being executed by another worker"
         claimed = _claim(proposal_id, clock())
         if claimed is None:
             return f"proposal {proposal_id} is not approved: nothing to do"
         return _run(claimed, clock)
-
-
-class _lock:
-    def __init__(self, proposal_id: int) -> None:
-        self.key = proposal_id
-
-    def __enter__(self) -> bool:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [LOCK_SPACE, self.key])
-            self.got = bool(cursor.fetchone()[0])
-        return self.got
-
-    def __exit__(self, *exc: object) -> None:
-        if self.got:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [LOCK_SPACE, self.key])
 
 
 def _claim(proposal_id: int, now: datetime) -> Proposal | None:

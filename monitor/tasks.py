@@ -91,10 +91,4 @@ def prune_checkpoints() -> str:
 @shared_task(expires=settings.TRAIN_CHECK_INTERVAL_S * 0.9)
 def train_patterns_if_needed() -> str:
     """Train the pattern model when there is none, it cannot be loaded, or failures piled up."""
-    reason = training.needs_training(timezone.now())
-    if reason is None:
-        return "the pattern model is current"
-    row = training.train()
-    if row is None:
-        return f"kept the current model ({reason}): the fleet's history is not enough yet"
-    return f"trained pattern model v{row.version} ({reason}): {row.card.get('provenance')}"
+    return training.train_if_needed(timezone.now())

@@ -21,11 +21,31 @@ from django.utils import timezone
 from learning import store
 from monitor import models_cache
 from monitor.models import Host, LearnedModel, LifecycleTransition
+from sentinel.locks import advisory_lock
 
 log = logging.getLogger(__name__)
 
 HISTORY = timedelta(days=7)
 RETRAIN_AFTER_FAILURES = 20  # new failure episodes in the fleet since the active model
+# One training at a time in the whole fleet: a cold start takes minutes, and a second check
+# due meanwhile would start a second one in another worker slot.
+TRAINING_LOCK = (0x5E18, 0)
+BUSY = "another worker is training the pattern model"
+
+
+def train_if_needed(now: Any) -> str:
+    """Train when the model is missing, unloadable or behind the fleet's failures, unless
+    another worker is training already; return what was done."""
+    with advisory_lock(*TRAINING_LOCK) as free:
+        if not free:
+            return BUSY
+        reason = needs_training(now)
+        if reason is None:
+            return "the pattern model is current"
+        row = train()
+    if row is None:
+        return f"kept the current model ({reason}): the fleet's history is not enough yet"
+    return f"trained pattern model v{row.version} ({reason}): {row.card.get('provenance')}"
 
 
 def needs_training(now: Any) -> str | None:

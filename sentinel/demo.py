@@ -3,7 +3,7 @@
 1. Start the embedded PostgreSQL and Redis (unless DATABASE_URL / REDIS_URL are set).
 2. Migrate, and create an operator account (its password is printed).
 3. Start the simulated fleet and register its hosts.
-4. Start the web server, a Celery worker and Celery beat.
+4. Start the web server, a Celery worker, a Celery worker for training only, and Celery beat.
 5. Print the URL; on Ctrl-C stop every process started here, in reverse order.
 """
 
@@ -127,20 +127,17 @@ def _start_control_plane(
         [str(BIN / "daphne"), "-b", args.bind, "-p", str(args.port), "sentinel.asgi:application"],
         env,
     )
+    celery = [str(BIN / "celery"), "-A", "sentinel", "worker", "-l", "info"]
+    # Polling, prediction and healing share a worker; training has one of its own, so a
+    # cold start (minutes of CPU) never holds the slots the live fleet needs.
     group.start(
         "worker",
-        [
-            str(BIN / "celery"),
-            "-A",
-            "sentinel",
-            "worker",
-            "-l",
-            "info",
-            "--concurrency",
-            "2",
-            "--queues",
-            "celery,analysis,learning,healing",
-        ],
+        [*celery, "-n", "fleet@%h", "--concurrency", "2", "--queues", "celery,analysis,healing"],
+        env,
+    )
+    group.start(
+        "learner",
+        [*celery, "-n", "learner@%h", "--concurrency", "1", "--queues", "learning"],
         env,
     )
     group.start("beat", [str(BIN / "celery"), "-A", "sentinel", "beat", "-l", "info"], env)

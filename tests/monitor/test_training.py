@@ -59,3 +59,28 @@ def test_it_trains_on_the_fleets_own_failures_when_it_has_seen_enough() -> None:
     assert models_cache.pattern_model() is not None  # the new model loads
     assert training.needs_training(None) is None
     assert LearnedModel.objects.count() == 1
+
+
+def test_a_second_training_waits_for_none_and_leaves_while_one_runs(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A cold start takes minutes; a check due meanwhile must not start another in a second
+    worker slot (in the demo, both slots trained and polling stopped)."""
+    from django.db import connection
+
+    def train() -> None:
+        raise AssertionError("trained while another worker held the training lock")
+
+    monkeypatch.setattr(training, "train", train)
+    other = connection.copy()  # another session, as another worker's would be
+    try:
+        with other.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_lock(%s, %s)", list(training.TRAINING_LOCK))
+        assert training.train_if_needed(None) == training.BUSY
+        with other.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(%s, %s)", list(training.TRAINING_LOCK))
+        with pytest.raises(AssertionError, match="trained while"):
+            training.train_if_needed(None)  # free again, and no model: it trains
+        with other.cursor() as cursor:  # a training that failed let go of the lock
+            cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", list(training.TRAINING_LOCK))
+            assert cursor.fetchone()[0] is True
+    finally:
+        other.close()

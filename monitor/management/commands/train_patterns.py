@@ -1,6 +1,7 @@
 from django.core.management.base import BaseCommand
 
 from monitor import tasks, training
+from sentinel.locks import advisory_lock
 
 
 class Command(BaseCommand):
@@ -17,7 +18,11 @@ class Command(BaseCommand):
             tasks.train_patterns_if_needed.delay()
             self.stdout.write("queued: a worker on the 'learning' queue trains when needed")
             return
-        row = training.train()
+        with advisory_lock(*training.TRAINING_LOCK) as free:
+            if not free:
+                self.stdout.write(training.BUSY)
+                return
+            row = training.train()
         if row is None:
             self.stdout.write("kept the current model: the fleet's history is not enough yet")
         else:
