@@ -18,6 +18,7 @@
     itl_p99_s: ["chart-latency", 1],
   };
   const forecastTraces = {};  // chart id -> index of its first forecast trace
+  const forecastEnds = {};  // chart id -> the end of its forecast (ms): the chart shows up to it
   let lastTotalGb = null;
   const status = document.getElementById("live-status");
   const toDate = (t) => new Date(t * 1000);
@@ -59,6 +60,7 @@
       const element = document.getElementById(chartId);
       if (!element || !element.data) return;
       const traces = forecastTrace(fc, scale);
+      forecastEnds[chartId] = fc.times.length ? 1000 * fc.times[fc.times.length - 1] : undefined;
       if (forecastTraces[chartId] === undefined) {
         forecastTraces[chartId] = element.data.length;
         Plotly.addTraces(chartId, traces);
@@ -76,7 +78,9 @@
     CHARTS.forEach((chart) => {
       const update = { x: chart.keys.map(() => [t]), y: chart.keys.map((key) => [point[key]]) };
       Plotly.extendTraces(chart.id, update, chart.keys.map((_, i) => i));
-      Plotly.relayout(chart.id, { "xaxis.range": [new Date(Date.now() - WINDOW_S * 1000), new Date()] });
+      // The window up to now, and the forecast beyond it.
+      const end = Math.max(Date.now(), forecastEnds[chart.id] || 0);
+      Plotly.relayout(chart.id, { "xaxis.range": [new Date(Date.now() - WINDOW_S * 1000), new Date(end)] });
     });
   }
 

@@ -83,6 +83,16 @@ def test_it_extends_the_host_charts_as_checkpoints_arrive(
         upper, lower = band[: len(line)], band[len(line) :][::-1]
         assert len(line) == 10 and len(band) == 20
         assert all(lo <= v <= hi for lo, v, hi in zip(lower, line, upper, strict=True))
+        # As checkpoints keep arriving, the chart still shows the forecast beyond now.
+        drawn = browser.execute_script(points)
+        WebDriverWait(browser, 20).until(lambda b: b.execute_script(points) > drawn)
+        shown = (
+            "const chart = document.getElementById('chart-kv');"
+            "const line = chart.data.find((t) => t.name === 'forecast');"
+            "const end = new Date(line.x[line.x.length - 1]).getTime();"
+            "return new Date(chart.layout.xaxis.range[1]).getTime() >= end - 1000;"
+        )
+        assert browser.execute_script(shown)
         titles = browser.execute_script(
             "return [...document.querySelectorAll('#charts .chart')]"
             ".map((c) => c.layout.title.text);"
