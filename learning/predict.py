@@ -32,7 +32,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -149,12 +149,24 @@ class HostAnalyzer:
         self._score_combination(new)
         return True
 
-    def analyze(self, now: float, *, model: Any = None, graph: Any = None) -> Analysis:
-        """Return the predictions and forecasts for the host as of `now`."""
+    def analyze(
+        self,
+        now: float,
+        *,
+        model: Any = None,
+        graph: Any = None,
+        limits: Mapping[str, Mapping[str, float]] | None = None,
+    ) -> Analysis:
+        """Return the predictions and forecasts for the host as of `now`. `limits`: more lines
+        (metric -> {name: value}) whose crossing times the forecasts give, beside their own."""
         if not self._rows:
             return Analysis([], [])
         w = self._rows.window()
-        forecasts = [forecast.forecast(w, m, now, self.horizon_s) for m in FORECAST_METRICS]
+        forecasts = [
+            forecast.forecast(w, m, now, self.horizon_s,
+                              {**forecast.default_thresholds(w, m), **(limits or {}).get(m, {})})
+            for m in FORECAST_METRICS
+        ]  # fmt: skip
         beliefs = _beliefs(w, now, self.horizon_s, forecasts, model, graph)
         beliefs.extend(self._anomaly_beliefs())
         beliefs.extend(self._combination_beliefs())

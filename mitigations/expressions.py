@@ -91,6 +91,47 @@ def compile_condition(text: str, names: frozenset[str] | set[str]) -> Expression
     return Expression(text.strip(), frozenset(used), run)
 
 
+def upper_limits(text: str) -> list[tuple[str, float]]:
+    """Return the (name, number) of every "name > number" (or >=, or "number < name") in a
+    condition: the lines a rising figure crosses on its way to firing it. Comparisons under
+    `not` are left out (there the figure falls to fire); text that does not parse gives none.
+    """
+    try:
+        tree = ast.parse(text.strip(), mode="eval")
+    except (SyntaxError, ValueError, AttributeError):
+        return []
+    found: list[tuple[str, float]] = []
+    _limits_in(tree.body, found)
+    return found
+
+
+def _limits_in(node: ast.AST, found: list[tuple[str, float]]) -> None:
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+        return
+    if isinstance(node, ast.Compare):
+        operands = [node.left, *node.comparators]
+        for op, a, b in zip(node.ops, operands, operands[1:], strict=False):
+            if isinstance(op, ast.Gt | ast.GtE) and isinstance(a, ast.Name):
+                name, limit = a.id, _number(b)
+            elif isinstance(op, ast.Lt | ast.LtE) and isinstance(b, ast.Name):
+                name, limit = b.id, _number(a)
+            else:
+                continue
+            if limit is not None:
+                found.append((name, limit))
+    for child in ast.iter_child_nodes(node):
+        _limits_in(child, found)
+
+
+def _number(node: ast.AST) -> float | None:
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+        inner = _number(node.operand)
+        return None if inner is None else -inner
+    if isinstance(node, ast.Constant) and isinstance(node.value, int | float):
+        return None if isinstance(node.value, bool) else float(node.value)
+    return None
+
+
 class _Compiler:
     def __init__(self, names: frozenset[str], used: set[str]) -> None:
         self.names, self.used = names, used

@@ -16,10 +16,11 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from learning.window import SERIES
-from mitigations.expressions import Expression, ExpressionError, compile_condition
+from mitigations.expressions import Expression, ExpressionError, compile_condition, upper_limits
 
 SEVERITIES = ("info", "warning", "critical")
 EXTRA_NAMES = {
@@ -183,6 +184,19 @@ class Guardrails:
                 if now - track.false_since >= policy.clear_s or not track.fired:
                     track.since, track.fired = None, False
         return firing
+
+    @cached_property
+    def limits(self) -> dict[str, dict[str, float]]:
+        """Return, per figure, the lines the policies fire above: figure -> {"guardrail:NAME":
+        value}, the lowest where one policy names a figure twice (forecasts say when each
+        will be crossed)."""
+        found: dict[str, dict[str, float]] = {}
+        for policy in self.policies:
+            for figure, value in upper_limits(policy.condition):
+                key = f"guardrail:{policy.name}"
+                mine = found.setdefault(figure, {})
+                mine[key] = min(value, mine.get(key, math.inf))
+        return found
 
     def adopt(self, older: Guardrails) -> None:
         """Carry over how long each condition has held from `older` (the policies changed)."""

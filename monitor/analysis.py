@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -52,8 +52,10 @@ def analyze_stored(
     stored: Sequence[tuple[Host, Checkpoint]],
     now: datetime,
     observe: Observer | None = None,
+    limits: Mapping[str, Mapping[str, float]] | None = None,
 ) -> AnalysisReport:
-    """Analyse each host's new checkpoint and store predictions and forecasts."""
+    """Analyse each host's new checkpoint and store predictions and forecasts; `limits`: the
+    guardrails' lines the forecasts say when they will cross (Guardrails.limits)."""
     report = AnalysisReport()
     started = time.process_time()
     model, graph = models_cache.pattern_model(), models_cache.state_graph()
@@ -62,7 +64,7 @@ def analyze_stored(
         analyzer, missed = _analyzer_for(host, cp)
         checkpoint = to_dict(cp)
         analyzer.add(checkpoint)
-        analysis = analyzer.analyze(cp.collected_at, model=model, graph=graph)
+        analysis = analyzer.analyze(cp.collected_at, model=model, graph=graph, limits=limits)
         results.append((host, analysis))
         report.checkpoints[host.pk] = checkpoint
         if observe is not None:

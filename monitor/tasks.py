@@ -61,7 +61,9 @@ def analyze_batch(host_ids: list[int], received_at: str) -> str:
     """Predict from the checkpoints one poll stored; store and push what it finds."""
     stored = analysis.stored_checkpoints(host_ids, datetime.fromisoformat(received_at))
     watch = healing.Watch()
-    findings = analysis.analyze_stored(stored, timezone.now(), observe=watch.observe)
+    findings = analysis.analyze_stored(
+        stored, timezone.now(), observe=watch.observe, limits=watch.rails.limits
+    )
     live.hosts_analysed([host for host, _ in stored], findings)
     proposals = healing.handle(watch.fired(findings.checkpoints), timezone.now())
     live.proposals_changed([p.pk for p in proposals])

@@ -51,7 +51,28 @@
     return [band, line];
   }
 
+  // The lines each forecast reaches within the horizon (its own and the guardrails'), by series.
+  const LABELS = { gpu_mem_used_pct: "GPU memory", kv_cache_usage_pct: "KV cache", requests_waiting: "requests waiting", itl_p99_s: "ITL p99" };
+  const clock = (t) => toDate(t).toLocaleTimeString([], { hour12: false });
+  function showCrossings(forecasts) {
+    const when = (at) => {
+      const s = at - Date.now() / 1000;
+      if (s < 5) return "reached";
+      return `in ${s < 90 ? Math.round(s) + " s" : Math.round(s / 60) + " min"} (${clock(at)})`;
+    };
+    const line = (name) => (name.startsWith("guardrail:") ? `guardrail ${name.slice(10)}` : name);
+    const parts = forecasts.map((fc) => {
+      const reached = Object.entries(fc.crossings || {}).filter(([, at]) => at !== null).sort((a, b) => a[1] - b[1]);
+      return reached.length ? `${LABELS[fc.metric] || fc.metric}: ${reached.map(([name, at]) => `${line(name)} ${when(at)}`).join(", ")}` : null;
+    }).filter((part) => part);
+    const ends = forecasts.filter((fc) => fc.times.length).map((fc) => fc.times[fc.times.length - 1]);
+    document.getElementById("forecast-crossings").textContent = parts.length
+      ? `Lines forecast to be reached · ${parts.join(" · ")}`
+      : ends.length ? `No line forecast to be reached before ${clock(Math.max(...ends))}.` : "No forecast yet.";
+  }
+
   function drawForecasts(forecasts) {
+    showCrossings(forecasts);
     forecasts.forEach((fc) => {
       let target = FORECAST_ON[fc.metric];
       if (fc.metric === "gpu_mem_used_pct" && lastTotalGb) target = ["chart-gpu-mem", lastTotalGb / 100];

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tests.e2e.browser import chromium
@@ -93,6 +95,13 @@ def test_it_extends_the_host_charts_as_checkpoints_arrive(
             "return new Date(chart.layout.xaxis.range[1]).getTime() >= end - 1000;"
         )
         assert browser.execute_script(shown)
+        # And says which lines the forecasts will cross, or until when none.
+        crossings = browser.find_element(By.ID, "forecast-crossings").text
+        assert re.fullmatch(
+            r"Lines forecast to be reached · .+: .+ (in \d+ (s|min) \(\d\d:\d\d:\d\d\)|reached)"
+            r"|No line forecast to be reached before \d\d:\d\d:\d\d\.",
+            crossings,
+        ), crossings
         titles = browser.execute_script(
             "return [...document.querySelectorAll('#charts .chart')]"
             ".map((c) => c.layout.title.text);"

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from mitigations.expressions import ExpressionError, compile_condition
+from mitigations.expressions import ExpressionError, compile_condition, upper_limits
 
 NAMES = frozenset({"kv", "waiting", "state", "temp"})
 
@@ -77,3 +77,21 @@ def test_it_refuses(text: str, message: str) -> None:
 def test_it_records_the_names_it_reads() -> None:
     compiled = compile_condition('kv > 1 and p("cuda_oom") > 0', NAMES)
     assert compiled.names == {"kv", "p()"}
+
+
+@pytest.mark.parametrize(
+    ("text", "limits"),
+    [
+        ("kv > 95 and (waiting >= 10 or preemptions > 0)",
+         [("kv", 95.0), ("waiting", 10.0), ("preemptions", 0.0)]),
+        ("200 < waiting", [("waiting", 200.0)]),
+        ("1 < kv <= 7", [("kv", 1.0)]),  # kv <= 7 fires as kv falls: not a line it rises to
+        ("kv > -2.5", [("kv", -2.5)]),
+        ("not (kv > 3) or waiting < 5", []),
+        ("kv > waiting or ratio(kv, waiting) > 0.05", []),
+        ('p("cuda_oom") >= 0.6 or state == "serving"', []),
+        ("kv >", []),
+    ],
+)  # fmt: skip
+def test_it_names_the_lines_a_rising_figure_crosses(text: str, limits: list) -> None:  # type: ignore[type-arg]
+    assert upper_limits(text) == limits

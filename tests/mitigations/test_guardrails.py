@@ -124,3 +124,20 @@ def test_a_checkpoint_without_vllm_gives_nan_not_errors() -> None:
     env = environment(cp(vllm=False))
     assert env["kv_cache_usage_pct"] != env["kv_cache_usage_pct"]  # NaN
     assert fired(cp(vllm=False)) == set()
+
+
+def test_it_lists_the_lines_its_policies_fire_above() -> None:
+    rails = Guardrails([
+        *default_policies(),
+        Policy("queue_twice", "requests_waiting > 300 or requests_waiting >= 250", "hang", ()),
+        Policy("off", "kv_cache_usage_pct > 50", "kv_cache_exhausted", (), enabled=False),
+    ])  # fmt: skip
+
+    limits = rails.limits
+
+    assert limits["kv_cache_usage_pct"] == {"guardrail:kv_cache_near_full": 95.0}
+    assert limits["gpu_mem_used_pct"] == {"guardrail:gpu_memory_critical": 98.5}
+    assert limits["itl_p99_s"] == {"guardrail:high_latency": 0.5}
+    assert limits["requests_waiting"]["guardrail:request_queue_overflow"] == 200.0
+    assert limits["requests_waiting"]["guardrail:queue_twice"] == 250.0  # the lower line
+    assert "guardrail:off" not in limits["kv_cache_usage_pct"]  # a disabled policy draws none

@@ -138,3 +138,30 @@ def test_no_extreme_reading_breaks_the_analysis_or_what_it_stores(host: Host, se
     assert Forecast.objects.filter(host=host).count() == 4
     host.refresh_from_db()
     assert host.latest["collected_at"] == T0 + 5 * 49
+
+
+def test_the_forecast_says_when_a_guardrails_line_will_be_crossed(host: Host) -> None:
+    from healing import defaults, triggers
+    from healing.models import GuardrailPolicy, StrategySetting
+    from monitor.tasks import analyze_batch
+
+    defaults.load(GuardrailPolicy, StrategySetting)  # kv_cache_near_full: KV above 95 %
+    triggers._rails = None
+    for i in range(30):  # KV climbing 0.25 %/s: 77.5 % at the last poll
+        _poll(host, T0 + 5 * i, kv_cache_usage_pct=40.0 + 1.25 * i, requests_running=40.0 + i)
+    at = T0 + 150.0
+    target = polling.PollTarget(host_id=host.pk, name=host.name, url=host.agent_url, token="t")
+    cp = decode(encode(make_checkpoint(host=host.name, collected_at=at, kv_cache_usage_pct=77.5,
+                                       requests_running=70.0)))  # fmt: skip
+    now = datetime.fromtimestamp(at, tz=UTC)
+    ingest.store_poll_results(
+        {host.pk: host}, [polling.PollResult(target=target, elapsed_s=0.01, checkpoint=cp)], now
+    )
+
+    analyze_batch([host.pk], now.isoformat())
+
+    crossings = Forecast.objects.get(host=host, metric="kv_cache_usage_pct").crossings
+    guardrail, full = crossings["guardrail:kv_cache_near_full"], crossings["kv_cache_full"]
+    # 17.5 points to go at 0.25 a second: about 70 s, give or take the trend's damping.
+    assert guardrail is not None and 40 <= guardrail - at <= 120
+    assert full is not None and guardrail < full
