@@ -18,7 +18,7 @@
     itl_p99_s: ["chart-latency", 1],
   };
   const forecastTraces = {};  // chart id -> index of its first forecast trace
-  const forecastEnds = {};  // chart id -> the end of its forecast (ms): the chart shows up to it
+  let forecastEnd = 0;  // the end of the newest forecasts (ms): every chart shows up to it
   let lastTotalGb = null;
   const status = document.getElementById("live-status");
   const toDate = (t) => new Date(t * 1000);
@@ -65,13 +65,14 @@
       const reached = Object.entries(fc.crossings || {}).filter(([, at]) => at !== null).sort((a, b) => a[1] - b[1]);
       return reached.length ? `${LABELS[fc.metric] || fc.metric}: ${reached.map(([name, at]) => `${line(name)} ${when(at)}`).join(", ")}` : null;
     }).filter((part) => part);
-    const ends = forecasts.filter((fc) => fc.times.length).map((fc) => fc.times[fc.times.length - 1]);
     document.getElementById("forecast-crossings").textContent = parts.length
       ? `Lines forecast to be reached · ${parts.join(" · ")}`
-      : ends.length ? `No line forecast to be reached before ${clock(Math.max(...ends))}.` : "No forecast yet.";
+      : forecastEnd ? `No line forecast to be reached before ${clock(forecastEnd / 1000)}.` : "No forecast yet.";
   }
 
   function drawForecasts(forecasts) {
+    const ends = forecasts.filter((fc) => fc.times.length).map((fc) => 1000 * fc.times[fc.times.length - 1]);
+    forecastEnd = ends.length ? Math.max(...ends) : 0;
     showCrossings(forecasts);
     forecasts.forEach((fc) => {
       let target = FORECAST_ON[fc.metric];
@@ -81,7 +82,6 @@
       const element = document.getElementById(chartId);
       if (!element || !element.data) return;
       const traces = forecastTrace(fc, scale);
-      forecastEnds[chartId] = fc.times.length ? 1000 * fc.times[fc.times.length - 1] : undefined;
       if (forecastTraces[chartId] === undefined) {
         forecastTraces[chartId] = element.data.length;
         Plotly.addTraces(chartId, traces);
@@ -99,10 +99,14 @@
     CHARTS.forEach((chart) => {
       const update = { x: chart.keys.map(() => [t]), y: chart.keys.map((key) => [point[key]]) };
       Plotly.extendTraces(chart.id, update, chart.keys.map((_, i) => i));
-      // The window up to now, and the forecast beyond it.
-      const end = Math.max(Date.now(), forecastEnds[chart.id] || 0);
-      Plotly.relayout(chart.id, { "xaxis.range": [new Date(Date.now() - WINDOW_S * 1000), new Date(end)] });
     });
+    showRange();
+  }
+
+  // Every chart over the same span: the window up to now, and the forecasts beyond it.
+  function showRange() {
+    const range = [new Date(Date.now() - WINDOW_S * 1000), new Date(Math.max(Date.now(), forecastEnd))];
+    CHARTS.forEach((chart) => Plotly.relayout(chart.id, { "xaxis.range": range }));
   }
 
   function connect() {
@@ -130,6 +134,7 @@
       const totals = series.gpu_mem_total_gb.filter((v) => v !== null);
       if (totals.length) lastTotalGb = totals[totals.length - 1];
       drawForecasts(series.forecasts);
+      showRange();
       connect();
     });
 })();

@@ -95,6 +95,11 @@ def test_it_extends_the_host_charts_as_checkpoints_arrive(
             "return new Date(chart.layout.xaxis.range[1]).getTime() >= end - 1000;"
         )
         assert browser.execute_script(shown)
+        ends = browser.execute_script(
+            "return [...document.querySelectorAll('#charts .chart')]"
+            ".map((c) => String(c.layout.xaxis.range[1]));"
+        )
+        assert len(ends) == 5 and len(set(ends)) == 1  # every chart over the same span
         # And says which lines the forecasts will cross, or until when none.
         crossings = browser.find_element(By.ID, "forecast-crossings").text
         assert re.fullmatch(
