@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
+from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
@@ -33,7 +34,7 @@ TRAINING_LOCK = (0x5E18, 0)
 BUSY = "another worker is training the pattern model"
 
 
-def train_if_needed(now: Any) -> str:
+def train_if_needed(now: datetime) -> str:
     """Train when the model is missing, unloadable or behind the fleet's failures, unless
     another worker is training already; return what was done."""
     with advisory_lock(*TRAINING_LOCK) as free:
@@ -48,7 +49,7 @@ def train_if_needed(now: Any) -> str:
     return f"trained pattern model v{row.version} ({reason}): {row.card.get('provenance')}"
 
 
-def needs_training(now: Any) -> str | None:
+def needs_training(now: datetime) -> str | None:
     """Return why a model should be trained now, or None."""
     active = store.active_row()
     if active is None:
@@ -60,7 +61,18 @@ def needs_training(now: Any) -> str | None:
     ).count()
     if new_failures >= RETRAIN_AFTER_FAILURES:
         return f"{new_failures} new failures since model v{active.version}"
+    # Periodically too: the windows that led nowhere move on with the fleet's traffic.
+    checked = max(active.created_at, _kept_at(active) or active.created_at)
+    if (now - checked).total_seconds() >= settings.PATTERN_RETRAIN_EVERY_S:
+        return f"model v{active.version} last checked against the fleet {checked:%Y-%m-%d %H:%M}"
     return None
+
+
+def _kept_at(row: LearnedModel) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(row.card["kept_at"]))
+    except (KeyError, ValueError):
+        return None
 
 
 def train(*, cold_start_workers: int = 1) -> LearnedModel | None:
@@ -78,7 +90,11 @@ def train(*, cold_start_workers: int = 1) -> LearnedModel | None:
     if model is None or not model.types:
         active = store.active_row()
         if active is not None and models_cache.load_pattern_model(active) is not None:
-            return None  # keep the working model until the fleet has seen enough failures
+            # Keep the working model until the fleet has seen enough failures; say when that
+            # was last checked, so the periodic retraining waits a period before the next try.
+            active.card = {**active.card, "kept_at": timezone.now().isoformat()}
+            active.save(update_fields=["card"])
+            return None
         model = patterns.cold_start(workers=cold_start_workers)
     row = store.save_pattern_model(model)
     models_cache.forget()

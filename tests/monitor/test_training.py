@@ -8,6 +8,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from django.utils import timezone
 
 from monitor import models_cache, training
 from monitor.models import Checkpoint, Host, LearnedModel
@@ -49,7 +50,7 @@ def test_it_trains_on_the_fleets_own_failures_when_it_has_seen_enough() -> None:
         _store_history(
             host, run.checkpoints, time.time() - 3600 - run.checkpoints[-1]["collected_at"]
         )
-    assert training.needs_training(None) == "no pattern model yet"
+    assert training.needs_training(timezone.now()) == "no pattern model yet"
 
     row = training.train()
 
@@ -57,7 +58,7 @@ def test_it_trains_on_the_fleets_own_failures_when_it_has_seen_enough() -> None:
     assert row.card["provenance"] == "this fleet's last 7 days"
     assert "cuda_oom" in row.card["types"]
     assert models_cache.pattern_model() is not None  # the new model loads
-    assert training.needs_training(None) is None
+    assert training.needs_training(timezone.now()) is None
     assert LearnedModel.objects.count() == 1
 
 
@@ -74,13 +75,39 @@ def test_a_second_training_waits_for_none_and_leaves_while_one_runs(monkeypatch)
     try:
         with other.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_lock(%s, %s)", list(training.TRAINING_LOCK))
-        assert training.train_if_needed(None) == training.BUSY
+        assert training.train_if_needed(timezone.now()) == training.BUSY
         with other.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_unlock(%s, %s)", list(training.TRAINING_LOCK))
         with pytest.raises(AssertionError, match="trained while"):
-            training.train_if_needed(None)  # free again, and no model: it trains
+            training.train_if_needed(timezone.now())  # free again, and no model: it trains
         with other.cursor() as cursor:  # a training that failed let go of the lock
             cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", list(training.TRAINING_LOCK))
             assert cursor.fetchone()[0] is True
     finally:
         other.close()
+
+
+def test_it_retrains_once_a_period_even_without_new_failures(settings, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The windows that led nowhere move on with the fleet's traffic: a model is checked
+    against the fleet's history once a period, and a model kept then waits a period again."""
+    from datetime import timedelta
+
+    from learning import patterns, store
+
+    settings.PATTERN_RETRAIN_EVERY_S = 3600.0
+    models_cache.forget()
+    # A small cold start (the real one simulates minutes of every scenario with 8 seeds).
+    row = store.save_pattern_model(patterns.cold_start(seeds=(0,), duration_s=300.0))
+    assert "simulator" in row.card["provenance"]
+    now = timezone.now()
+    assert training.needs_training(now + timedelta(minutes=59)) is None
+    assert "last checked" in (training.needs_training(now + timedelta(minutes=61)) or "")
+
+    def cold_start(**_: object) -> None:
+        raise AssertionError("a working model was replaced by another cold start")
+
+    monkeypatch.setattr(patterns, "cold_start", cold_start)
+    assert training.train() is None  # the fleet's history is still not enough: kept
+    kept = LearnedModel.objects.get(active=True)
+    assert kept.pk == row.pk and "kept_at" in kept.card
+    assert training.needs_training(timezone.now() + timedelta(minutes=59)) is None
