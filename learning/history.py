@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from learning.features import WINDOW_S
+from learning.features import FEATURE_NAMES, WINDOW_S, features
 from learning.prediction import DEFAULT_HORIZON_S, FAILURE_TYPES
 from learning.window import Window, window
 
@@ -67,6 +67,7 @@ PREEMPTION_STORM = 5
 STORM_S = 60.0
 # A host watched for less than this has no history to read a pattern in.
 MIN_HISTORY_S = 60.0
+PIECE_BEFORE_S = WINDOW_S + MIN_HISTORY_S  # a piece of history read alone needs this before it
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +143,41 @@ def labelled_windows(
     ends = _sample_ends(whole, every_s)
     windows = [trailing(whole, end, window_s) for end in ends]
     return windows, labels_at([float(whole.t[end]) for end in ends], failures, horizon_s)
+
+
+def labelled_rows(
+    checkpoints: Sequence[dict[str, Any]],
+    *,
+    since: float = -math.inf,
+    until: float = math.inf,
+    quiet_every_s: float = 10.0,
+    horizon_s: float = DEFAULT_HORIZON_S,
+    every_s: float = 10.0,
+) -> tuple[np.ndarray, list[float], list[Label]]:
+    """Return the feature rows (learning.features), end times and labels of the windows of
+    one host's history that end in [since, until): each one a failure followed within the
+    horizon, every `every_s`, and the others only every `quiet_every_s`.
+
+    For a long history read in pieces (its checkpoints are many megabytes an hour), give
+    each piece PIECE_BEFORE_S before `since` and the horizon after `until`: its windows are
+    then whole and its labels see the failures that follow.
+    """
+    windows, labels = labelled_windows(checkpoints, horizon_s=horizon_s, every_s=every_s)
+    rows, ends, kept = [], [], []
+    quiet_at = -math.inf
+    for w, label in zip(windows, labels, strict=True):
+        end = float(w.t[-1])
+        if not since <= end < until:
+            continue
+        if not label.time_to_failure_s:
+            if end - quiet_at < quiet_every_s:
+                continue
+            quiet_at = end
+        rows.append(features(w, end))
+        ends.append(end)
+        kept.append(label)
+    x = np.vstack(rows) if rows else np.empty((0, len(FEATURE_NAMES)))
+    return x, ends, kept
 
 
 def training_set(

@@ -231,24 +231,43 @@ def train(
     seed: int = 0,
     min_episodes: int = MIN_EPISODES,
 ) -> PatternModel:
-    """Return a model trained on `windows` and their `labels`, evaluated on held-out runs.
+    """Return a model trained on `windows` and their `labels` (train_rows, with each window's
+    features as of its newest checkpoint)."""
+    x = np.vstack([features(w, float(w.t[-1])) for w in windows])
+    return train_rows(x, [float(w.t[-1]) for w in windows], labels, groups=groups,
+                      horizon_s=horizon_s, provenance=provenance, version=version, seed=seed,
+                      min_episodes=min_episodes)  # fmt: skip
 
-    1. Features of every window as of its newest checkpoint.
-    2. Whole runs (`groups`, named "stratum/run", e.g. "memory_leak_oom/7") are held out,
+
+def train_rows(
+    x: np.ndarray,
+    ends: Sequence[float],
+    labels: Sequence[Label],
+    *,
+    groups: Sequence[str] | None = None,
+    horizon_s: float = DEFAULT_HORIZON_S,
+    provenance: str = "",
+    version: int = 1,
+    seed: int = 0,
+    min_episodes: int = MIN_EPISODES,
+) -> PatternModel:
+    """Return a model trained on windows' feature rows `x` (learning.features), the times
+    they end at and their `labels`, evaluated on held-out runs.
+
+    1. Whole runs (`groups`, named "stratum/run", e.g. "memory_leak_oom/7") are held out,
        HELD_OUT_SHARE of each stratum, so every kind of run is in the evaluation.
-    3. Per failure type seen failing `min_episodes` times: a classifier on the type's features,
+    2. Per failure type seen failing `min_episodes` times: a classifier on the type's features,
        calibrated on out-of-fold scores (CALIBRATION_FOLDS folds of whole runs, isotonic),
        and a regressor of the seconds to failure.
-    4. The trees are compiled (and checked against scikit-learn), the held-out figures and
+    3. The trees are compiled (and checked against scikit-learn), the held-out figures and
        the provenance go on the card.
     """
     import sklearn
 
     started = time.perf_counter()
-    x = np.vstack([features(w, float(w.t[-1])) for w in windows])
-    names = list(groups) if groups is not None else [f"window/{i}" for i in range(len(windows))]
+    names = list(groups) if groups is not None else [f"window/{i}" for i in range(len(x))]
     held = _held_out(names, seed)
-    episodes = _episode_keys(windows, labels, names)
+    episodes = _episode_keys(ends, labels, names)
     folds = _folds(names, held, seed)
     heads, type_models, skipped = _fit_types(x, labels, folds, episodes, seed, min_episodes)
     forest = _compile(heads)
@@ -370,16 +389,16 @@ def feature_columns(failure_type: str) -> np.ndarray:
 
 
 def _episode_keys(
-    windows: Sequence[Window], labels: Sequence[Label], groups: list[str]
+    ends: Sequence[float], labels: Sequence[Label], groups: list[str]
 ) -> dict[str, np.ndarray]:
     """Return, per failure type and window, which failure it came before ("" if none), so
     that failures, not windows, can be counted."""
     keys: dict[str, np.ndarray] = {}
     for failure_type in FAILURE_TYPES:
         found = []
-        for w, lb, g in zip(windows, labels, groups, strict=True):
+        for end, lb, g in zip(ends, labels, groups, strict=True):
             wait = lb.time_to_failure_s.get(failure_type)
-            found.append("" if wait is None else f"{g}@{round(float(w.t[-1]) + wait)}")
+            found.append("" if wait is None else f"{g}@{round(end + wait)}")
         keys[failure_type] = np.array(found, dtype=object)
     return keys
 

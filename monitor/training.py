@@ -1,8 +1,9 @@
 """Train the pattern model on the fleet's own history, or on the simulator's before it has any.
 
-1. Read each host's recent checkpoints (the retention window at most).
+1. Read each host's recent checkpoints (the retention window at most), a piece at a time.
 2. Label them from what they say: failed states, classified errors, GPU faults, storms
-   (learning/history.py), the same way for every fleet.
+   (learning/history.py), the same way for every fleet; keep every window a failure followed
+   and a bounded number of the others, as feature rows.
 3. Train when the fleet has seen enough failures of some type; otherwise, when no model
    exists yet, train on simulator history (the cold start; the model card says so).
 """
@@ -10,24 +11,31 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
+import numpy as np
 from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from learning import store
+from learning import history, store
+from learning.features import FEATURE_NAMES
+from learning.history import Label
+from learning.prediction import DEFAULT_HORIZON_S
 from monitor import models_cache
-from monitor.models import Host, LearnedModel, LifecycleTransition
+from monitor.models import LearnedModel, LifecycleTransition
 from sentinel.locks import advisory_lock
 
 log = logging.getLogger(__name__)
 
 HISTORY = timedelta(days=7)
 RETRAIN_AFTER_FAILURES = 20  # new failure episodes in the fleet since the active model
+# A fit on 10,000 windows takes seconds, on a fleet's every 10 s of a week hours: the windows
+# no failure followed are thinned to about this many, spread evenly over the fleet's history.
+MAX_QUIET_WINDOWS = 20_000
+PIECE_S = 6 * 3600.0  # a host's history is read this much at a time
 # One training at a time in the whole fleet: a cold start takes minutes, and a second check
 # due meanwhile would start a second one in another worker slot.
 TRAINING_LOCK = (0x5E18, 0)
@@ -77,14 +85,15 @@ def _kept_at(row: LearnedModel) -> datetime | None:
 
 def train(*, cold_start_workers: int = 1) -> LearnedModel | None:
     """Train and activate a model; return it, or None when nothing better could be trained."""
-    from learning import history, patterns
+    from learning import patterns
 
-    windows, labels, groups = history.training_set(_histories())
     model = None
+    x, ends, labels, groups = _training_rows()
     if labels:
         try:
-            model = patterns.train(windows, labels, groups=groups,
-                                   provenance=f"this fleet's last {HISTORY.days} days")  # fmt: skip
+            model = patterns.train_rows(
+                x, ends, labels, groups=groups, provenance=f"this fleet's last {HISTORY.days} days"
+            )
         except patterns.ModelError as exc:
             log.info("the fleet's history is not enough to train on: %s", exc)
     if model is None or not model.types:
@@ -101,18 +110,53 @@ def train(*, cold_start_workers: int = 1) -> LearnedModel | None:
     return row
 
 
-def _histories() -> Iterator[tuple[str, list[dict[str, Any]]]]:
-    since = timezone.now() - HISTORY
-    for host in Host.objects.all().only("pk", "name"):
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT data::text FROM monitor_checkpoint WHERE host_id = %s "
-                "AND collected_at >= %s ORDER BY collected_at",
-                [host.pk, since],
-            )
-            checkpoints = [msgspec.json.decode(row[0]) for row in cursor.fetchall()]
-        if checkpoints:
-            yield f"fleet/{host.name}", checkpoints
+def _training_rows() -> tuple[np.ndarray, list[float], list[Label], list[str]]:
+    """Return the feature rows, end times, labels and hosts of the fleet's recent windows:
+    every one a failure followed, and as many others as MAX_QUIET_WINDOWS, spread evenly.
+
+    A week of one host's checkpoints is ~1.7 GB as Python objects, and a fit on every 10 s
+    of a fleet's week would take hours: each host is read PIECE_S at a time, and only its
+    windows' features are kept."""
+    spans = _host_spans(timezone.now() - HISTORY)
+    served_s = sum(last - first for _, _, first, last in spans)
+    quiet_every_s = max(10.0, served_s / MAX_QUIET_WINDOWS)
+    xs, ends, labels, groups = [], [], [], []
+    for host_id, name, first, last in spans:
+        for since in np.arange(first, last + 1e-3, PIECE_S).tolist():
+            until = since + PIECE_S
+            checkpoints = _checkpoints(host_id, since - history.PIECE_BEFORE_S,
+                                       until + DEFAULT_HORIZON_S)  # fmt: skip
+            x, e, lb = history.labelled_rows(checkpoints, since=since, until=until,
+                                             quiet_every_s=quiet_every_s)  # fmt: skip
+            xs.append(x)
+            ends += e
+            labels += lb
+            groups += [f"fleet/{name}"] * len(e)
+    x = np.vstack(xs) if xs else np.empty((0, len(FEATURE_NAMES)))
+    return x, ends, labels, groups
+
+
+def _host_spans(since: datetime) -> list[tuple[int, str, float, float]]:
+    """Return each host's id, name and first and last checkpoint time since `since`."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT h.id, h.name, extract(epoch FROM min(c.collected_at)), "
+            "extract(epoch FROM max(c.collected_at)) FROM monitor_host h "
+            "JOIN monitor_checkpoint c ON c.host_id = h.id WHERE c.collected_at >= %s "
+            "GROUP BY h.id, h.name ORDER BY h.id",
+            [since],
+        )
+        return [(pk, name, float(first), float(last)) for pk, name, first, last in cursor]
+
+
+def _checkpoints(host_id: int, after: float, before: float) -> list[dict[str, Any]]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT data::text FROM monitor_checkpoint WHERE host_id = %s "
+            "AND collected_at >= %s AND collected_at < %s ORDER BY collected_at",
+            [host_id, *(datetime.fromtimestamp(t, tz=UTC) for t in (after, before))],
+        )
+        return [msgspec.json.decode(row[0]) for row in cursor.fetchall()]
 
 
 __all__ = ["LearnedModel", "needs_training", "train"]

@@ -5,15 +5,23 @@ from __future__ import annotations
 import random
 from typing import Any
 
+import numpy as np
+
 from agent.checkpoint import ErrorEvent, Transition, to_dict
 from agent.lifecycle import LifecycleState as S
+from learning.features import features
 from learning.history import (
+    PIECE_BEFORE_S,
     FailureEvent,
     failures_in,
+    labelled_rows,
     labelled_windows,
     labels_at,
+    trailing,
     training_set,
 )
+from learning.prediction import DEFAULT_HORIZON_S
+from learning.window import window
 from simulator.history import simulate, varied
 from simulator.scenario import load_scenario
 from tests.factories import make_checkpoint
@@ -142,3 +150,37 @@ def test_it_records_when_the_traffic_behind_a_kv_storm_began_to_rise() -> None:
     assert 60.0 < storm.started_at - onset < 240.0
     calm = simulate("healthy", 1, 120.0, vary=False)
     assert calm.traffic_onsets == []
+
+
+def test_a_history_read_in_pieces_gives_the_windows_and_labels_of_the_whole() -> None:
+    """A host's week is read a few hours at a time (monitor/training.py): each piece, with
+    PIECE_BEFORE_S before it and the horizon after, must give the rows the whole would."""
+    run = simulate("memory_leak_oom", 3, 1500.0)
+    cps, start = run.checkpoints, run.checkpoints[0]["collected_at"]
+    whole, failures = window(cps), failures_in(cps)
+    piece_s, seen, followed = 300.0, 0, 0
+    for since in np.arange(start, cps[-1]["collected_at"], piece_s).tolist():
+        until = since + piece_s
+        first, last = since - PIECE_BEFORE_S, until + DEFAULT_HORIZON_S
+        piece = [cp for cp in cps if first <= cp["collected_at"] < last]
+        x, ends, labels = labelled_rows(piece, since=since, until=until)
+        for row, end, label in zip(x, ends, labels, strict=True):
+            i = int(np.searchsorted(whole.t, end))
+            assert np.allclose(row, features(trailing(whole, i), end), equal_nan=True)
+            assert label == labels_at([end], failures, DEFAULT_HORIZON_S)[0]
+            followed += bool(label.time_to_failure_s)
+        seen += len(ends)
+    assert seen > 100 and followed > 20  # the run's OOMs were in it
+
+
+def test_it_keeps_every_window_a_failure_followed_and_thins_the_others() -> None:
+    run = simulate("memory_leak_oom", 3, 1500.0)
+    x, ends, labels = labelled_rows(run.checkpoints)
+    x_thin, ends_thin, labels_thin = labelled_rows(run.checkpoints, quiet_every_s=120.0)
+
+    followed = [e for e, lb in zip(ends, labels, strict=True) if lb.time_to_failure_s]
+    quiet = [e for e, lb in zip(ends_thin, labels_thin, strict=True) if not lb.time_to_failure_s]
+    assert followed == [e for e, lb in zip(ends_thin, labels_thin, strict=True)
+                        if lb.time_to_failure_s]  # fmt: skip
+    assert min(np.diff(quiet)) >= 120.0
+    assert len(ends_thin) < len(ends) and x_thin.shape == (len(ends_thin), x.shape[1])

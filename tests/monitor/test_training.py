@@ -42,8 +42,9 @@ def _store_history(host: Host, checkpoints: list[dict[str, Any]], by: float) -> 
     Checkpoint.objects.bulk_create(rows)
 
 
-def test_it_trains_on_the_fleets_own_failures_when_it_has_seen_enough() -> None:
+def test_it_trains_on_the_fleets_own_failures_when_it_has_seen_enough(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     models_cache.forget()
+    monkeypatch.setattr(training, "PIECE_S", 240.0)  # each host's history read in pieces
     runs = [simulate("memory_leak_oom", seed, 900.0) for seed in range(12)]
     for i, run in enumerate(runs):
         host = Host.objects.create(name=f"gpu-{i + 1:02d}", agent_url="http://x:1", agent_token="t")
