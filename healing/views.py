@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
@@ -15,6 +16,7 @@ from healing import tasks as healing_tasks
 from healing.models import Label, Pause, Proposal
 from healing.roles import operator_required, viewer_required
 from monitor import live
+from monitor.models import LearnedModel
 
 MAX_PAUSE_H = 24 * 7
 
@@ -102,6 +104,28 @@ def end_pause(request: HttpRequest, pause_id: int) -> HttpResponse:
     return HttpResponse(f"Automation resumed for {p.scope}.")
 
 
+PATTERN_VERSIONS = 10  # the failure pattern model's newest versions on the learner page
+HELD_OUT_FIGURES = ("precision", "recall", "calibration_error", "ttf_mae_s")
+
+
+def _pattern_versions() -> list[dict[str, Any]]:
+    """The pattern model's newest versions, each with its card and a row of held-out figures
+    per failure type ("-" where one was not measured)."""
+    versions = []
+    for m in LearnedModel.objects.filter(kind="patterns").defer("blob")[:PATTERN_VERSIONS]:
+        rows = []
+        for failure_type, figures in (m.card.get("types") or {}).items():
+            held = figures.get("held_out") or {}
+            rows.append([failure_type, figures.get("training_positives"),
+                         *(_or_dash(held.get(k)) for k in HELD_OUT_FIGURES)])  # fmt: skip
+        versions.append({"row": m, "card": m.card, "types": rows})
+    return versions
+
+
+def _or_dash(value: Any) -> Any:
+    return "-" if value is None else value
+
+
 @viewer_required
 def learner(request: HttpRequest) -> HttpResponse:
     system = learner_store.learner()
@@ -118,6 +142,7 @@ def learner(request: HttpRequest) -> HttpResponse:
         "labels_seen": system.labels_seen, "agreed": agreed, "reviewed": reviewed,
         "auto": Proposal.objects.filter(auto=True).count(),
         "overall": sorted(system.performance().items()),
+        "pattern_models": _pattern_versions(),
     })  # fmt: skip
 
 

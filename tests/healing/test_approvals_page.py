@@ -156,3 +156,47 @@ def test_the_learner_page_shows_what_it_learnt_and_reviews_teach_it(alice: Any, 
     assert "reviewed by operators: 1, agreed with: 0" in page
     assert "outcome" in page and "vetoed" in page  # label counts
     assert AuditEntry.objects.filter(action="proposal.review_disagree", actor="alice").exists()
+
+
+@pytest.mark.django_db
+def test_the_learner_page_lists_the_pattern_models_versions_with_their_figures(alice: Any) -> None:
+    from django.utils import timezone
+
+    from monitor.models import LearnedModel
+
+    def card(trained_on: str, types: dict[str, Any], **more: Any) -> dict[str, Any]:
+        return {"trained_on": trained_on, "windows": 10863, "runs": 96, "training_s": 30.5,
+                "horizon_s": 300.0, "types": types, "not_learned": {}, **more}  # fmt: skip
+
+    now = timezone.now()
+    LearnedModel.objects.create(
+        kind="patterns", version=1, model_format=1, library_version="1.7", blob=b"",
+        created_at=now - timezone.timedelta(days=1),
+        card=card("simulator history (cold start)", {
+            "cuda_oom": {"training_positives": 412, "held_out": {
+                "precision": 0.93, "recall": 0.88, "calibration_error": 0.04, "ttf_mae_s": 41.2}},
+        }),
+    )  # fmt: skip
+    LearnedModel.objects.create(
+        kind="patterns", version=2, model_format=1, library_version="1.7", blob=b"",
+        created_at=now, active=True,
+        card=card("this fleet's last 7 days", {
+            "kv_cache_exhausted": {"training_positives": 57, "held_out": {
+                "precision": None, "recall": 0.0, "calibration_error": 0.12}},
+        }, not_learned={"thermal_throttling": "seen failing 3 times, 8 needed"},
+           kept_at="2026-11-28T10:15:00+00:00"),
+    )  # fmt: skip
+
+    page = _client(_operator(alice)).get("/learner/").content.decode()
+
+    section = page[page.index('id="pattern-models"') :]
+    assert section.index("v2 · <strong>active</strong>") < section.index("v1 · trained")
+    assert "on this fleet&#x27;s last 7 days · 10863 windows of 96 runs" in section
+    assert "kept after a check of the fleet's history 2026-11-28T10:15" in section
+    row = section[section.index("<td>cuda_oom</td>") :].split("</tr>")[0]
+    assert [c.split(">")[-1] for c in row.split("</td>")[1:-1]] == [
+        "412", "0.93", "0.88", "0.04", "41.2"]  # fmt: skip
+    kv = section[section.index("<td>kv_cache_exhausted</td>") :].split("</tr>")[0]
+    # A precision not measured (no alarm held out) and a time error not there are dashes.
+    assert [c.split(">")[-1] for c in kv.split("</td>")[1:-1]] == ["57", "-", "0.0", "0.12", "-"]
+    assert "Not learned: thermal_throttling (seen failing 3 times, 8 needed)." in section
