@@ -232,11 +232,14 @@ def train(
     min_episodes: int = MIN_EPISODES,
 ) -> PatternModel:
     """Return a model trained on `windows` and their `labels` (train_rows, with each window's
-    features as of its newest checkpoint)."""
+    features as of its newest checkpoint; the card's training time counts them too)."""
+    started = time.perf_counter()
     x = np.vstack([features(w, float(w.t[-1])) for w in windows])
-    return train_rows(x, [float(w.t[-1]) for w in windows], labels, groups=groups,
-                      horizon_s=horizon_s, provenance=provenance, version=version, seed=seed,
-                      min_episodes=min_episodes)  # fmt: skip
+    model = train_rows(x, [float(w.t[-1]) for w in windows], labels, groups=groups,
+                       horizon_s=horizon_s, provenance=provenance, version=version, seed=seed,
+                       min_episodes=min_episodes)  # fmt: skip
+    model.card["training_s"] = round(time.perf_counter() - started, 1)
+    return model
 
 
 def train_rows(
