@@ -116,3 +116,28 @@ def _vllm(
         interval_s=5.0,
         samples=520,
     )
+
+
+# Two hosts' lifecycles (seconds ago, from, to): one degraded twice and failed once, now
+# degraded again; one degraded once and recovered. Their graph: from degraded, half the ways
+# lead to failed_cuda_oom and half back to serving.
+SICK_HOST_STEPS = [(900, "unknown", "serving"), (300, "serving", "degraded"),
+                   (200, "degraded", "failed_cuda_oom"), (150, "failed_cuda_oom", "serving"),
+                   (60, "serving", "degraded")]  # fmt: skip
+RECOVERED_HOST_STEPS = [(900, "unknown", "serving"), (400, "serving", "degraded"),
+                        (350, "degraded", "serving")]  # fmt: skip
+
+
+def add_transitions(host: Any, steps: list[tuple[float, str, str]]) -> None:
+    """Store the host's lifecycle transitions, each `ago` seconds before now."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from monitor.models import LifecycleTransition
+
+    now = timezone.now()
+    LifecycleTransition.objects.bulk_create(
+        LifecycleTransition(host=host, at=now - timedelta(seconds=ago), from_state=a, to_state=b)
+        for ago, a, b in steps
+    )

@@ -4,15 +4,14 @@ state ringed, the risk from there, the likeliest way to a failure and the best w
 from __future__ import annotations
 
 import re
-from datetime import timedelta
 from typing import Any
 
 import pytest
-from django.utils import timezone
 
-from monitor.models import Host, LifecycleTransition
+from monitor.models import Host
 from tests.e2e.browser import chromium
 from tests.e2e.conftest import ControlPlane
+from tests.factories import RECOVERED_HOST_STEPS, SICK_HOST_STEPS, add_transitions
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
@@ -23,14 +22,6 @@ RINGED = (
     "const arrows = document.getElementById(arguments[0]).layout.annotations.length;"
     "return [nodes.text.filter((_, i) => nodes.marker.line.width[i] === 4), arrows];"
 )
-
-
-def _history(host: Host, steps: list[tuple[float, str, str]]) -> None:
-    now = timezone.now()
-    LifecycleTransition.objects.bulk_create(
-        LifecycleTransition(host=host, at=now - timedelta(seconds=ago), from_state=a, to_state=b)
-        for ago, a, b in steps
-    )
 
 
 @pytest.mark.fleet(hosts=1)
@@ -44,11 +35,8 @@ def test_the_host_page_rings_its_state_and_says_its_ways_out(
     sick = Host.objects.create(name="gpu-sick", agent_url="http://127.0.0.1:9", agent_token="t",
                                lifecycle_state="degraded")  # fmt: skip
     other = Host.objects.create(name="gpu-other", agent_url="http://127.0.0.1:9", agent_token="t")
-    _history(sick, [(900, "unknown", "serving"), (300, "serving", "degraded"),
-                    (200, "degraded", "failed_cuda_oom"), (150, "failed_cuda_oom", "serving"),
-                    (60, "serving", "degraded")])  # fmt: skip
-    _history(other, [(900, "unknown", "serving"), (400, "serving", "degraded"),
-                     (350, "degraded", "serving")])  # fmt: skip
+    add_transitions(sick, SICK_HOST_STEPS)
+    add_transitions(other, RECOVERED_HOST_STEPS)
 
     with chromium() as b:
         b.get(control_plane.url + "/login/?next=/hosts/gpu-sick/")

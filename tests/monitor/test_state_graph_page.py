@@ -1,22 +1,12 @@
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pytest
 from django.urls import reverse
-from django.utils import timezone
 
-from monitor.models import Host, LifecycleTransition
+from monitor.models import Host
+from tests.factories import RECOVERED_HOST_STEPS, SICK_HOST_STEPS, add_transitions
 
 pytestmark = pytest.mark.django_db
-
-
-def _history(host: Host, steps: list[tuple[float, str, str]]) -> None:
-    now = timezone.now()
-    LifecycleTransition.objects.bulk_create(
-        LifecycleTransition(host=host, at=now - timedelta(seconds=ago), from_state=a, to_state=b)
-        for ago, a, b in steps
-    )
 
 
 def test_it_draws_the_fleets_state_graph_with_one_hosts_place_in_it(client, alice) -> None:  # type: ignore[no-untyped-def]
@@ -24,11 +14,8 @@ def test_it_draws_the_fleets_state_graph_with_one_hosts_place_in_it(client, alic
         name="gpu-01", agent_url="http://x:1", agent_token="t", lifecycle_state="degraded"
     )
     two = Host.objects.create(name="gpu-02", agent_url="http://x:2", agent_token="t")
-    _history(one, [(900, "unknown", "serving"), (300, "serving", "degraded"),
-                   (200, "degraded", "failed_cuda_oom"), (150, "failed_cuda_oom", "serving"),
-                   (60, "serving", "degraded")])  # fmt: skip
-    _history(two, [(900, "unknown", "serving"), (400, "serving", "degraded"),
-                   (350, "degraded", "serving")])  # fmt: skip
+    add_transitions(one, SICK_HOST_STEPS)
+    add_transitions(two, RECOVERED_HOST_STEPS)
     client.force_login(alice)
 
     graph = client.get(reverse("state_graph_json"), {"host": "gpu-01"}).json()
