@@ -32,3 +32,19 @@ def test_it_draws_the_fleets_state_graph_with_one_hosts_place_in_it(client, alic
     )
     assert edge["count"] == 1 and edge["probability"] == pytest.approx(0.5)
     assert client.get(reverse("state_graph")).status_code == 200
+
+
+def test_a_fleet_with_no_transitions_yet_gets_an_empty_graph_not_an_error(client, alice) -> None:  # type: ignore[no-untyped-def]
+    Host.objects.create(name="gpu-new", agent_url="http://x:1", agent_token="t")
+    client.force_login(alice)
+
+    fleet = client.get(reverse("state_graph_json")).json()
+    host = client.get(reverse("state_graph_json"), {"host": "gpu-new"}).json()
+
+    assert fleet["nodes"] == [] and fleet["edges"] == [] and fleet["current"] is None
+    # The host's state is drawn alone, with nothing learned from it.
+    (node,) = host["nodes"]
+    assert node["state"] == host["current"]["state"] == "unknown" and node["visits"] == 0
+    assert node["paths"] == [] and node["recovery"] is None
+    assert client.get(reverse("host_detail", args=["gpu-new"])).status_code == 200
+    assert client.get(reverse("state_graph_json"), {"host": "no-such"}).status_code == 404
