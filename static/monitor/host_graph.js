@@ -30,13 +30,23 @@
     return words.join(" · ");
   }
 
+  let loadedAt = 0;
   function load() {
+    loadedAt = Date.now();
     fetch(element.dataset.graphUrl, { credentials: "same-origin" }).then((r) => r.json()).then((graph) => {
       window.drawStateGraph("host-graph", graph);
       summary.textContent = describe(graph);
     });
   }
-  window.reloadHostGraph = load;
+  // A poll with new events may bring a transition; the graph is built from the whole fleet's
+  // history, so at most once in RELOAD_MIN_MS however often they come (the last one waits).
+  const RELOAD_MIN_MS = 5000;
+  let pending = null;
+  window.reloadHostGraph = () => {
+    if (pending) return;
+    const wait = Math.max(0, loadedAt + RELOAD_MIN_MS - Date.now());
+    pending = setTimeout(() => { pending = null; load(); }, wait);
+  };
   load();
   setInterval(load, 30000);
 })();
