@@ -60,7 +60,7 @@
       if (s < 5) return "reached";
       return `in ${s < 90 ? Math.round(s) + " s" : Math.round(s / 60) + " min"} (${clock(at)})`;
     };
-    const line = (name) => (name.startsWith("guardrail:") ? `guardrail ${name.slice(10)}` : name);
+    const line = (name) => (name.startsWith("guardrail:") ? `guardrail ${name.slice(10)}'s line` : name);
     const parts = forecasts.map((fc) => {
       const reached = Object.entries(fc.crossings || {}).filter(([, at]) => at !== null).sort((a, b) => a[1] - b[1]);
       return reached.length ? `${LABELS[fc.metric] || fc.metric}: ${reached.map(([name, at]) => `${line(name)} ${when(at)}`).join(", ")}` : null;
