@@ -189,6 +189,8 @@ def test_the_learner_page_lists_the_pattern_models_versions_with_their_figures(a
 
     page = _client(_operator(alice)).get("/learner/").content.decode()
 
+    assert "<title>Learner · vLLM Sentinel</title>" in page
+    assert page.count('id="pattern-models"') == 1
     section = page[page.index('id="pattern-models"') :]
     assert section.index("v2 · <strong>active</strong>") < section.index("v1 · trained")
     assert "on this fleet&#x27;s last 7 days · 10863 windows of 96 runs" in section
