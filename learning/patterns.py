@@ -220,24 +220,13 @@ class PatternModel:
 # ---------------------------------------------------------------- training
 
 
-def train(
-    windows: Sequence[Window],
-    labels: Sequence[Label],
-    *,
-    groups: Sequence[str] | None = None,
-    horizon_s: float = DEFAULT_HORIZON_S,
-    provenance: str = "",
-    version: int = 1,
-    seed: int = 0,
-    min_episodes: int = MIN_EPISODES,
-) -> PatternModel:
-    """Return a model trained on `windows` and their `labels` (train_rows, with each window's
-    features as of its newest checkpoint; the card's training time counts them too)."""
+def train(windows: Sequence[Window], labels: Sequence[Label], **options: Any) -> PatternModel:
+    """Return a model trained on `windows` and their `labels`: train_rows (and its `options`)
+    on each window's features as of its newest checkpoint; the card's training time counts
+    the features too."""
     started = time.perf_counter()
     x = np.vstack([features(w, float(w.t[-1])) for w in windows])
-    model = train_rows(x, [float(w.t[-1]) for w in windows], labels, groups=groups,
-                       horizon_s=horizon_s, provenance=provenance, version=version, seed=seed,
-                       min_episodes=min_episodes)  # fmt: skip
+    model = train_rows(x, [float(w.t[-1]) for w in windows], labels, **options)
     model.card["training_s"] = round(time.perf_counter() - started, 1)
     return model
 

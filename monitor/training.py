@@ -11,10 +11,8 @@
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import datetime, timedelta
 
-import msgspec
 import numpy as np
 from django.conf import settings
 from django.db import connection
@@ -25,6 +23,7 @@ from learning.features import FEATURE_NAMES
 from learning.history import Label
 from learning.prediction import DEFAULT_HORIZON_S
 from monitor import models_cache
+from monitor.analysis import recent_checkpoints
 from monitor.models import LearnedModel, LifecycleTransition
 from sentinel.locks import advisory_lock
 
@@ -42,13 +41,13 @@ TRAINING_LOCK = (0x5E18, 0)
 BUSY = "another worker is training the pattern model"
 
 
-def train_if_needed(now: datetime) -> str:
-    """Train when the model is missing, unloadable or behind the fleet's failures, unless
-    another worker is training already; return what was done."""
+def train_if_needed(now: datetime, *, always: bool = False) -> str:
+    """Train when the model is missing, unloadable, behind the fleet's failures or due (or
+    `always`), unless another worker is training already; return what was done."""
     with advisory_lock(*TRAINING_LOCK) as free:
         if not free:
             return BUSY
-        reason = needs_training(now)
+        reason = "asked to" if always else needs_training(now)
         if reason is None:
             return "the pattern model is current"
         row = train()
@@ -124,8 +123,8 @@ def _training_rows() -> tuple[np.ndarray, list[float], list[Label], list[str]]:
     for host_id, name, first, last in spans:
         for since in np.arange(first, last + 1e-3, PIECE_S).tolist():
             until = since + PIECE_S
-            checkpoints = _checkpoints(host_id, since - history.PIECE_BEFORE_S,
-                                       until + DEFAULT_HORIZON_S)  # fmt: skip
+            checkpoints = recent_checkpoints(host_id, since - history.PIECE_BEFORE_S,
+                                             until + DEFAULT_HORIZON_S)  # fmt: skip
             x, e, lb = history.labelled_rows(checkpoints, since=since, until=until,
                                              quiet_every_s=quiet_every_s)  # fmt: skip
             xs.append(x)
@@ -147,16 +146,6 @@ def _host_spans(since: datetime) -> list[tuple[int, str, float, float]]:
             [since],
         )
         return [(pk, name, float(first), float(last)) for pk, name, first, last in cursor]
-
-
-def _checkpoints(host_id: int, after: float, before: float) -> list[dict[str, Any]]:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT data::text FROM monitor_checkpoint WHERE host_id = %s "
-            "AND collected_at >= %s AND collected_at < %s ORDER BY collected_at",
-            [host_id, *(datetime.fromtimestamp(t, tz=UTC) for t in (after, before))],
-        )
-        return [msgspec.json.decode(row[0]) for row in cursor.fetchall()]
 
 
 __all__ = ["LearnedModel", "needs_training", "train"]

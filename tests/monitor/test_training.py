@@ -112,3 +112,24 @@ def test_it_retrains_once_a_period_even_without_new_failures(settings, monkeypat
     kept = LearnedModel.objects.get(active=True)
     assert kept.pk == row.pk and "kept_at" in kept.card
     assert training.needs_training(timezone.now() + timedelta(minutes=59)) is None
+
+
+def test_training_here_by_command_waits_for_none_either(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from io import StringIO
+
+    from django.core.management import call_command
+    from django.db import connection
+
+    def train() -> None:
+        raise AssertionError("trained while another worker held the training lock")
+
+    monkeypatch.setattr(training, "train", train)
+    other = connection.copy()
+    try:
+        with other.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_lock(%s, %s)", list(training.TRAINING_LOCK))
+        out = StringIO()
+        call_command("train_patterns", "--here", stdout=out)
+        assert out.getvalue().strip() == training.BUSY
+    finally:
+        other.close()

@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand
+from django.utils import timezone
 
 from monitor import tasks, training
-from sentinel.locks import advisory_lock
 
 
 class Command(BaseCommand):
@@ -18,12 +18,4 @@ class Command(BaseCommand):
             tasks.train_patterns_if_needed.delay()
             self.stdout.write("queued: a worker on the 'learning' queue trains when needed")
             return
-        with advisory_lock(*training.TRAINING_LOCK) as free:
-            if not free:
-                self.stdout.write(training.BUSY)
-                return
-            row = training.train()
-        if row is None:
-            self.stdout.write("kept the current model: the fleet's history is not enough yet")
-        else:
-            self.stdout.write(f"trained pattern model v{row.version}: {row.card.get('provenance')}")
+        self.stdout.write(training.train_if_needed(timezone.now(), always=True))
