@@ -446,8 +446,14 @@ class Checkpoint:
 
     @property
     def gpu_memory_used_pct(self) -> float | None:
-        used, total = self.gpu_memory_used_bytes, self.gpu_memory_total_bytes
-        return None if used is None or not total else 100.0 * used / total
+        """The fullest GPU's share of its memory in use: an OOM happens on one GPU, and on a
+        host of eight the share of all of them together is 94 % when one is full."""
+        shares = [
+            100.0 * g.memory_used_bytes / g.memory_total_bytes
+            for g in self.gpus
+            if g.memory_used_bytes is not None and g.memory_total_bytes
+        ]
+        return max(shares) if shares else None
 
 
 _ENCODER = msgspec.json.Encoder()

@@ -41,9 +41,11 @@ RECENT_S = 30.0
 PROGRESS_S = 60.0
 AHEAD_S = 300.0  # the prediction horizon (learning.prediction.DEFAULT_HORIZON_S)
 # Series extrapolated linearly, and the lookback of each line.
-LINEAR = {"kv_cache_usage_pct": 120.0, "gpu_temp_c": 120.0, "gpu_mem_used_bytes": 300.0}
+LINEAR = {"kv_cache_usage_pct": 120.0, "gpu_temp_c": 120.0, "gpu_mem_fullest_used_bytes": 300.0}
 
-# Series (learning.window.SERIES names) and their scale: GPU and process memory in GiB.
+# Series (learning.window.SERIES names) and their scale: GPU and process memory in GiB. GPU
+# memory is the fullest GPU's and power a GPU's mean, so a pattern learnt on hosts of one GPU
+# reads the same on hosts of eight.
 NOW_SERIES = (
     "kv_cache_usage_pct", "requests_running", "requests_waiting", "preemptions_per_s",
     "generation_tokens_per_s", "prompt_tokens_per_s", "gpu_mem_used_pct", "gpu_util_pct",
@@ -56,7 +58,7 @@ MEAN_SERIES = (
     "itl_p99_s", "ttft_p99_s", "queue_p99_s", "gpu_util_pct",
 )  # fmt: skip
 SLOPE_SERIES = (
-    "kv_cache_usage_pct", "gpu_mem_used_bytes", "gpu_temp_c", "requests_waiting",
+    "kv_cache_usage_pct", "gpu_mem_fullest_used_bytes", "gpu_temp_c", "requests_waiting",
     "requests_running", "preemptions_per_s", "itl_p99_s", "ttft_p99_s",
     "generation_tokens_per_s", "prompt_tokens_per_s", "process_rss_bytes", "process_open_fds",
     "gpu_sm_clock_mhz",
@@ -64,11 +66,13 @@ SLOPE_SERIES = (
 RATIO_SERIES = (
     "itl_p99_s", "ttft_p99_s", "generation_tokens_per_s", "prompt_tokens_per_s", "requests_waiting",
 )  # fmt: skip
-DIFF_SERIES = ("gpu_temp_c", "gpu_mem_used_bytes", "kv_cache_usage_pct", "process_rss_bytes")
+DIFF_SERIES = (
+    "gpu_temp_c", "gpu_mem_fullest_used_bytes", "kv_cache_usage_pct", "process_rss_bytes",
+)  # fmt: skip
 SCALE = {
-    "gpu_mem_used_bytes": 1 / GIB,
+    "gpu_mem_fullest_used_bytes": 1 / GIB,
     "process_rss_bytes": 1 / GIB,
-    "gpu_mem_total_bytes": 1 / GIB,
+    "gpu_mem_fullest_total_bytes": 1 / GIB,
 }
 STATE_GROUPS = ("serving", "degraded", "starting", "failed", "other")
 STARTING = frozenset(
@@ -85,7 +89,7 @@ _USED = tuple(
             *SLOPE_SERIES,
             *RATIO_SERIES,
             *DIFF_SERIES,
-            "gpu_mem_total_bytes",
+            "gpu_mem_fullest_total_bytes",
         )
     )
 )
@@ -104,12 +108,13 @@ _LOOKBACKS = tuple(LOOKBACKS_S.values())
 _LINEAR_ROWS = np.array([_ROW[s] for s in LINEAR], dtype=np.int64)
 _LINEAR_LOOKBACKS = np.array(list(LINEAR.values()))
 _SLOPE_KV = SLOPE_SERIES.index("kv_cache_usage_pct")
-_SLOPE_MEM = SLOPE_SERIES.index("gpu_mem_used_bytes")
+_SLOPE_MEM = SLOPE_SERIES.index("gpu_mem_fullest_used_bytes")
 _SLOPE_TEMP = SLOPE_SERIES.index("gpu_temp_c")
 _KV, _MEM, _MEM_TOTAL, _TEMP = (
     _ROW[s]
-    for s in ("kv_cache_usage_pct", "gpu_mem_used_bytes", "gpu_mem_total_bytes", "gpu_temp_c")
-)
+    for s in ("kv_cache_usage_pct", "gpu_mem_fullest_used_bytes", "gpu_mem_fullest_total_bytes",
+              "gpu_temp_c")
+)  # fmt: skip
 _THROTTLED, _CLOCK, _PROGRESS, _HEALTH = (
     _ROW[s] for s in ("gpu_throttled", "gpu_sm_clock_mhz", "forward_progress", "health_ok")
 )

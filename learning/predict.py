@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -47,7 +48,7 @@ from learning.prediction import (
     Forecast,
     Prediction,
 )
-from learning.window import Row, Rows, Window, collected_at, row
+from learning.window import Row, Rows, Window, collected_at, gpu_shares, row
 
 WINDOW_S = 600.0  # the checkpoints a host's analysis looks back on
 # Polled faster than this, a host's window keeps only the newest checkpoint of each slot:
@@ -162,8 +163,9 @@ class HostAnalyzer:
         if not self._rows:
             return Analysis([], [])
         w = self._rows.window()
+        gpu = _filling_gpu(w, self.horizon_s)
         forecasts = [
-            forecast.forecast(w, m, now, self.horizon_s,
+            forecast.forecast(gpu if m == "gpu_mem_used_pct" else w, m, now, self.horizon_s,
                               {**forecast.default_thresholds(w, m), **(limits or {}).get(m, {})})
             for m in FORECAST_METRICS
         ]  # fmt: skip
@@ -253,6 +255,26 @@ class PredictiveFailureDetector:
         self._analyzer.add(checkpoint)
         now = float(checkpoint.get("collected_at") or 0.0)
         return self._analyzer.analyze(now, model=self.model, graph=self.graph).predictions
+
+
+def _filling_gpu(w: Window, horizon_s: float) -> Window:
+    """Return `w` with its GPU memory share (gpu_mem_used_pct, the fullest GPU's) replaced by
+    the share of the GPU that the last minutes' rise takes fullest within `horizon_s`: on a
+    host of several GPUs, a foreign process filling a GPU that was the emptiest overtakes the
+    fullest one only shortly before it is full, and the fullest one's series is flat until then."""
+    if not w.last("gpu_count") > 1:
+        return w
+    shares = gpu_shares(w)
+    start = int(np.searchsorted(w.t, w.t[-1] - forecast.LOOKBACK_S))
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a GPU without any figure
+        first, last = np.nanmedian(shares[start : start + 3], 0), np.nanmedian(shares[-3:], 0)
+    span = max(float(w.t[-1] - w.t[start]), 1.0)
+    ahead = np.nan_to_num(last + np.maximum(last - first, 0.0) / span * horizon_s, nan=-math.inf)
+    if shares.shape[1] < 2 or not np.isfinite(ahead).any():
+        return w
+    series = {**w.series, "gpu_mem_used_pct": shares[:, int(np.argmax(ahead))]}
+    return Window(w.t, series, w.states, w.checkpoints)
 
 
 def _beliefs(

@@ -69,10 +69,33 @@ def _min_free_pct(cp: dict[str, Any]) -> float | None:
     return min(shares) if shares else None
 
 
+def fullest_gpu(checkpoint: dict[str, Any]) -> tuple[float, float] | None:
+    """Return the used and total memory (bytes) of the GPU with the largest share of its memory
+    in use, or None without one. A CUDA OOM happens on one GPU: on a host of eight, the share
+    of all of them together is 94 % when one is full."""
+    fullest = None
+    for g in gpus(checkpoint):
+        used, total = _num(g.get("memory_used_bytes")), _num(g.get("memory_total_bytes"))
+        if (
+            used >= 0
+            and 0 < total < math.inf
+            and (fullest is None or used * fullest[1] > fullest[0] * total)
+        ):
+            fullest = (used, total)
+    return fullest
+
+
+def _fullest(part: int) -> Getter:
+    def get(cp: dict[str, Any]) -> float | None:
+        found = fullest_gpu(cp)
+        return None if found is None else found[part]
+
+    return get
+
+
 def _gpu_mem_pct(cp: dict[str, Any]) -> float | None:
-    used = _gpus("memory_used_bytes", sum)(cp)
-    total = _gpus("memory_total_bytes", sum)(cp)
-    return None if used is None or not total else 100.0 * used / total
+    found = fullest_gpu(cp)
+    return None if found is None else 100.0 * found[0] / found[1]
 
 
 _HOT = frozenset(
@@ -93,10 +116,13 @@ SERIES: dict[str, Getter] = {
     "gpu_count": lambda cp: float(len(gpus(cp))),
     "gpu_mem_used_bytes": _gpus("memory_used_bytes", sum),
     "gpu_mem_total_bytes": _gpus("memory_total_bytes", sum),
+    # The fullest GPU's: what runs out first (fullest_gpu); the sums above are the host's.
     "gpu_mem_used_pct": _gpu_mem_pct,
+    "gpu_mem_fullest_used_bytes": _fullest(0),
+    "gpu_mem_fullest_total_bytes": _fullest(1),
     "gpu_util_pct": _gpus("utilization_gpu_pct", lambda v: sum(v) / len(v)),
     "gpu_temp_c": _gpus("temperature_c", max),
-    "gpu_power_w": _gpus("power_w", sum),
+    "gpu_power_w": _gpus("power_w", lambda v: sum(v) / len(v)),  # a GPU's, on average
     "gpu_sm_clock_mhz": _gpus("sm_clock_mhz", min),
     "gpu_throttled": _throttled,
     "kv_cache_usage_pct": _vllm("kv_cache_usage_pct"),
@@ -346,6 +372,20 @@ def padded(rows: Sequence[tuple[float, ...]]) -> np.ndarray:
     for i, values in enumerate(rows):
         out[i, : len(values)] = values
     return out
+
+
+def gpu_shares(w: Window) -> np.ndarray:
+    """Return each GPU's share of its memory in use (%) at each checkpoint of `w`: one column
+    per GPU, in the checkpoints' order, NaN where a figure is missing."""
+    if "rows" in w.cache:  # read once per checkpoint (row)
+        rows = w.cache["rows"]
+        used, total = padded([r.gpu_used for r in rows]), padded([r.gpu_total for r in rows])
+    else:
+        memory = [gpu_memory(cp) for cp in w.checkpoints]
+        used, total = padded([u for u, _ in memory]), padded([t for _, t in memory])
+    with np.errstate(all="ignore"):
+        shares: np.ndarray = 100.0 * used / np.where(total > 0, total, math.nan)
+    return shares
 
 
 def window(checkpoints: Sequence[dict[str, Any]]) -> Window:

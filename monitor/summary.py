@@ -86,7 +86,7 @@ def row_figures(latest: dict[str, Any]) -> dict[str, str]:
     )
     running, waiting = latest.get("requests_running"), latest.get("requests_waiting")
     return {
-        "gpu_mem": "-" if used is None else f"{used:.1f} / {total or 0:.0f} GB ({pct or 0:.0f}%)",
+        "gpu_mem": _gpu_mem(used, total, pct, latest.get("gpu_count") or 0),
         "kv": _fmt(latest.get("kv_cache_usage_pct"), "{:.1f}%"),
         "requests": "-" if running is None else f"{running:.0f} / {waiting or 0:.0f}",
         "tokens_per_s": _fmt(latest.get("generation_tokens_per_s"), "{:.0f}"),
@@ -100,6 +100,14 @@ def risk_text(top: dict[str, Any]) -> str:
     if not top.get("failure_type"):
         return "-"
     return f"{top['failure_type']} {100 * float(top.get('probability') or 0):.0f} %"
+
+
+def _gpu_mem(used: float | None, total: float | None, pct: float | None, gpus: int) -> str:
+    """All GPUs' memory, and the share in use of the fullest one (gpu_mem_used_pct)."""
+    if used is None:
+        return "-"
+    share = f"fullest GPU {pct or 0:.0f}%" if gpus > 1 else f"{pct or 0:.0f}%"
+    return f"{used:.1f} / {total or 0:.0f} GB ({share})"
 
 
 def _fmt(value: float | None, template: str) -> str:

@@ -141,3 +141,13 @@ def add_transitions(host: Any, steps: list[tuple[float, str, str]]) -> None:
         LifecycleTransition(host=host, at=now - timedelta(seconds=ago), from_state=a, to_state=b)
         for ago, a, b in steps
     )
+
+
+def with_gpus(
+    checkpoint: dict[str, Any], used: list[float], total: float = 80 * GIB
+) -> dict[str, Any]:
+    """Return the checkpoint dict with one GPU per entry of `used` (bytes), copies of its first."""
+    first = checkpoint["gpus"][0]
+    gpus = [{**first, "index": i, "uuid": f"GPU-{i:08x}", "memory_used_bytes": u,
+             "memory_total_bytes": total} for i, u in enumerate(used)]  # fmt: skip
+    return {**checkpoint, "gpus": gpus}

@@ -12,7 +12,7 @@
   ];
   // Forecasts drawn on the charts: metric -> [chart id, scale to the chart's unit].
   const FORECAST_ON = {
-    gpu_mem_used_pct: null,  // the memory chart is in GB: drawn from the used/total ratio below
+    gpu_mem_used_pct: null,  // the fullest GPU's share: drawn in GB below, on a host of one GPU
     kv_cache_usage_pct: ["chart-kv", 1],
     requests_waiting: ["chart-requests", 1],
     itl_p99_s: ["chart-latency", 1],
@@ -20,6 +20,7 @@
   const forecastTraces = {};  // chart id -> index of its first forecast trace
   let forecastEnd = 0;  // the end of the newest forecasts (ms): every chart shows up to it
   let lastTotalGb = null;
+  let gpuCount = Number(root.dataset.gpuCount) || 1;  // from the host's newest checkpoint
   const status = document.getElementById("live-status");
   const toDate = (t) => new Date(t * 1000);
 
@@ -63,7 +64,8 @@
     const line = (name) => (name.startsWith("guardrail:") ? `guardrail ${name.slice(10)}'s line` : name);
     const parts = forecasts.map((fc) => {
       const reached = Object.entries(fc.crossings || {}).filter(([, at]) => at !== null).sort((a, b) => a[1] - b[1]);
-      return reached.length ? `${LABELS[fc.metric] || fc.metric}: ${reached.map(([name, at]) => `${line(name)} ${when(at)}`).join(", ")}` : null;
+      const label = (LABELS[fc.metric] || fc.metric) + (fc.metric === "gpu_mem_used_pct" && gpuCount > 1 ? " (the GPU filling first)" : "");
+      return reached.length ? `${label}: ${reached.map(([name, at]) => `${line(name)} ${when(at)}`).join(", ")}` : null;
     }).filter((part) => part);
     document.getElementById("forecast-crossings").textContent = parts.length
       ? `Lines forecast to be reached · ${parts.join(" · ")}`
@@ -76,7 +78,8 @@
     showCrossings(forecasts);
     forecasts.forEach((fc) => {
       let target = FORECAST_ON[fc.metric];
-      if (fc.metric === "gpu_mem_used_pct" && lastTotalGb) target = ["chart-gpu-mem", lastTotalGb / 100];
+      // The chart is all GPUs' memory; on a host of several the forecast is the fullest one's.
+      if (fc.metric === "gpu_mem_used_pct" && lastTotalGb && gpuCount === 1) target = ["chart-gpu-mem", lastTotalGb / 100];
       if (!target) return;
       const [chartId, scale] = target;
       const element = document.getElementById(chartId);
@@ -95,6 +98,7 @@
 
   function extend(point) {
     if (point.gpu_mem_total_gb) lastTotalGb = point.gpu_mem_total_gb;
+    if (point.gpu_count) gpuCount = point.gpu_count;
     const t = toDate(point.collected_at);
     CHARTS.forEach((chart) => {
       const update = { x: chart.keys.map(() => [t]), y: chart.keys.map((key) => [point[key]]) };

@@ -11,7 +11,7 @@ from agent.checkpoint import ErrorEvent, to_dict
 from agent.lifecycle import LifecycleState as S
 from learning.features import FEATURE_NAMES, INDEX, features
 from learning.window import Window, window
-from tests.factories import GIB, make_checkpoint
+from tests.factories import GIB, make_checkpoint, with_gpus
 
 T0 = 1_781_503_200.0
 
@@ -45,14 +45,14 @@ def test_it_measures_a_memory_leak_as_a_slope_and_a_time_to_full() -> None:
     x = features(w, now)
 
     for lookback in ("30s", "2m"):
-        slope = _get(x, f"slope{lookback}_gpu_mem_used_gib_per_min")
+        slope = _get(x, f"slope{lookback}_gpu_mem_fullest_used_gib_per_min")
         assert math.isclose(slope, 1.0, rel_tol=1e-6)
     headroom = 80 - (70 + 47 * 5 / 60)
     assert math.isclose(_get(x, "gpu_mem_headroom_gib"), headroom, rel_tol=1e-6)
     assert math.isclose(_get(x, "s_to_gpu_mem_full_2m"), 60 * headroom, rel_tol=1e-6)
     in_5_min = 70 + 47 * 5 / 60 + 5.0  # predict_linear's answer: past the 80 GiB
-    assert math.isclose(_get(x, "linear_gpu_mem_used_gib_in_300s"), in_5_min, rel_tol=1e-6)
-    assert _get(x, "vs_baseline_diff_gpu_mem_used_gib") > 0
+    assert math.isclose(_get(x, "linear_gpu_mem_fullest_used_gib_in_300s"), in_5_min, rel_tol=1e-6)
+    assert _get(x, "vs_baseline_diff_gpu_mem_fullest_used_gib") > 0
 
 
 def test_it_keeps_one_outlier_out_of_a_robust_slope() -> None:
@@ -71,7 +71,7 @@ def test_it_reads_the_figures_only_since_the_server_came_back() -> None:
                                            gpu_memory_used_bytes=used)))  # fmt: skip
     w = window(cps)
     x = features(w, float(w.t[-1]))
-    assert _get(x, "slope5m_gpu_mem_used_gib_per_min") == 0.0
+    assert _get(x, "slope5m_gpu_mem_fullest_used_gib_per_min") == 0.0
     assert _get(x, "s_to_gpu_mem_full_5m") == 3600.0  # not rising: capped
     assert _get(x, "failed_fraction") == 4 / 60  # the window still says it failed
 
@@ -125,3 +125,19 @@ def test_a_window_built_by_hand_gives_the_same_features_as_one_read_from_rows() 
     assert np.allclose(
         bare[: INDEX["errors_cuda_oom"]], x[: INDEX["errors_cuda_oom"]], equal_nan=True
     )
+
+
+def test_gpu_memory_features_read_the_same_on_one_gpu_and_on_eight() -> None:
+    # The same leak on every GPU of a host of eight: the pattern model, which learnt on hosts
+    # of one GPU, must see what it would see on one (not eight times the GiB and the slope).
+    def host(gpus: int) -> np.ndarray:
+        cps = [with_gpus(to_dict(make_checkpoint(collected_at=T0 + 5 * i)),
+                         [(70 + i * 5 / 60) * GIB] * gpus) for i in range(48)]  # fmt: skip
+        w = window(cps)
+        return features(w, float(w.t[-1]))
+
+    one, eight = host(1), host(8)
+    memory = [i for i, name in enumerate(FEATURE_NAMES) if "gpu_mem" in name or "power" in name]
+    assert len(memory) >= 10
+    assert np.allclose(one[memory], eight[memory], equal_nan=True)
+    assert math.isclose(_get(eight, "slope2m_gpu_mem_fullest_used_gib_per_min"), 1.0, rel_tol=1e-6)

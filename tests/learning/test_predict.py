@@ -12,7 +12,7 @@ from agent.checkpoint import to_dict
 from learning.hysteresis import OPEN_AT
 from learning.predict import HostAnalyzer, _Belief, _prediction, analyze
 from learning.prediction import Evidence
-from tests.factories import GIB, make_checkpoint
+from tests.factories import GIB, make_checkpoint, with_gpus
 
 T0 = 1_780_000_000.0
 
@@ -178,3 +178,20 @@ def test_no_mutation_of_the_checkpoints_makes_the_analysis_raise(seed: int) -> N
         analyzer.add(cp)
     for f in analyzer.analyze(T0 + 295).forecasts:  # stored as JSON: numbers only
         assert all(math.isfinite(x) for x in f.times + f.values + f.lower + f.upper), f
+
+
+def test_one_gpu_of_four_filling_up_is_forecast_to_be_full_and_predicted_an_oom() -> None:
+    # A foreign process takes 60 MiB/s on GPU 2 of a tensor-parallel host; the others hold
+    # steady. The four GPUs together are 91 % used, rising a quarter as fast: 99.5 % in 8 min.
+    analyzer = HostAnalyzer()
+    for i in range(120):
+        used = [72 * GIB] * 4
+        used[2] = 40 * GIB + 60 * 1024**2 * 5 * i  # full 87 s after the last checkpoint
+        analyzer.add(with_gpus(to_dict(make_checkpoint(collected_at=T0 + 5 * i)), used))
+    analysis = analyzer.analyze(T0 + 595)
+
+    [memory] = [f for f in analysis.forecasts if f.metric == "gpu_mem_used_pct"]
+    assert memory.values[0] > 93 and memory.crossings["gpu_mem_full"] is not None
+    assert 60 < memory.crossings["gpu_mem_full"] - (T0 + 595) < 120
+    [oom] = [p for p in analysis.predictions if p.failure_type == "cuda_oom"]
+    assert oom.probability >= OPEN_AT

@@ -3,10 +3,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 
 from agent.checkpoint import to_dict
 from learning.window import COLUMN_INDEX, EVENTS, Row, Rows, events, from_rows, row, window
-from tests.factories import GIB, make_checkpoint
+from tests.factories import GIB, make_checkpoint, with_gpus
 
 
 def test_it_reads_aligned_series_from_checkpoint_dicts_oldest_first() -> None:
@@ -101,3 +102,14 @@ def test_a_hosts_rows_give_the_same_window_as_reading_them_afresh() -> None:
     assert got.states == fresh.states and list(got.checkpoints) == list(fresh.checkpoints)
     # A window taken earlier keeps its figures while more rows arrive.
     assert np.array_equal(taken["kv_cache_usage_pct"], taken_kv)
+
+
+def test_gpu_memory_share_is_the_fullest_gpus_and_the_bytes_are_both() -> None:
+    # Eight GPUs: one full, seven half full. Together 56 % is used; the one full GPU OOMs.
+    used = [79.6 * GIB] + [40 * GIB] * 7
+    cp = with_gpus(to_dict(make_checkpoint(collected_at=1.0)), used)
+    w = window([cp])
+    assert w["gpu_mem_used_pct"][0] == pytest.approx(99.5)
+    assert w["gpu_mem_fullest_used_bytes"][0] == 79.6 * GIB
+    assert w["gpu_mem_fullest_total_bytes"][0] == 80 * GIB
+    assert w["gpu_mem_used_bytes"][0] == sum(used) and w["gpu_count"][0] == 8.0

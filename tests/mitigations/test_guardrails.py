@@ -17,7 +17,7 @@ from mitigations.guardrails import (
     default_policies,
     environment,
 )
-from tests.factories import GIB, make_checkpoint
+from tests.factories import GIB, make_checkpoint, with_gpus
 
 
 def cp(**changes: Any) -> dict[str, Any]:
@@ -141,3 +141,10 @@ def test_it_lists_the_lines_its_policies_fire_above() -> None:
     assert limits["requests_waiting"]["guardrail:request_queue_overflow"] == 200.0
     assert limits["requests_waiting"]["guardrail:queue_twice"] == 250.0  # the lower line
     assert "guardrail:off" not in limits["kv_cache_usage_pct"]  # a disabled policy draws none
+
+
+def test_gpu_memory_critical_fires_when_one_gpu_of_eight_is_full() -> None:
+    # Together the eight GPUs are 56 % used; the full one is what runs out of memory.
+    one_full = with_gpus(cp(), [79.5 * GIB] + [40 * GIB] * 7)
+    assert "gpu_memory_critical" in fired(one_full)
+    assert "gpu_memory_critical" not in fired(with_gpus(cp(), [70 * GIB] * 8))
