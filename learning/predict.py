@@ -150,6 +150,11 @@ class HostAnalyzer:
         self._score_combination(new)
         return True
 
+    @property
+    def newest_t(self) -> float:
+        """The newest checkpoint's time (epoch s), NaN before the first."""
+        return self._rows[-1].t if self._rows else math.nan
+
     def analyze(
         self,
         now: float,
@@ -253,7 +258,9 @@ class PredictiveFailureDetector:
 
     def analyze_checkpoint(self, checkpoint: dict[str, Any]) -> list[Prediction]:
         self._analyzer.add(checkpoint)
-        now = float(checkpoint.get("collected_at") or 0.0)
+        now = collected_at(checkpoint) if isinstance(checkpoint, dict) else math.nan
+        if math.isnan(now):  # not a checkpoint: what was predicted before stands
+            now = self._analyzer.newest_t
         return self._analyzer.analyze(now, model=self.model, graph=self.graph).predictions
 
 

@@ -11,6 +11,7 @@ import math
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -296,8 +297,21 @@ def disk_space(
 
 
 def collected_at(checkpoint: dict[str, Any]) -> float:
-    """Return the checkpoint's `collected_at` (epoch seconds), NaN when it is not a number."""
-    return _num(checkpoint.get("collected_at"))
+    """Return the checkpoint's `collected_at` in epoch seconds, NaN when it is not a time. The
+    documented format is a number; other exporters write an ISO 8601 string (without a zone:
+    UTC) or a number in a string, and Python callers a datetime."""
+    value = checkpoint.get("collected_at")
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            try:
+                value = datetime.fromisoformat(value.strip())
+            except ValueError:
+                return math.nan
+    if isinstance(value, datetime):
+        value = (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
+    return _num(value)
 
 
 def from_rows(

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import math
 import random
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from agent.checkpoint import to_dict
 from learning.hysteresis import OPEN_AT
-from learning.predict import HostAnalyzer, _Belief, _prediction, analyze
+from learning.predict import (
+    HostAnalyzer,
+    PredictiveFailureDetector,
+    _Belief,
+    _prediction,
+    analyze,
+)
 from learning.prediction import Evidence
 from tests.factories import GIB, make_checkpoint, with_gpus
 
@@ -195,3 +202,22 @@ def test_one_gpu_of_four_filling_up_is_forecast_to_be_full_and_predicted_an_oom(
     assert 60 < memory.crossings["gpu_mem_full"] - (T0 + 595) < 120
     [oom] = [p for p in analysis.predictions if p.failure_type == "cuda_oom"]
     assert oom.probability >= OPEN_AT
+
+
+def test_times_other_exporters_write_are_read_and_a_bad_one_never_raises() -> None:
+    window = leaking()
+    expected = analyze(window, T0 + 595)
+    iso = [{**cp, "collected_at": datetime.fromtimestamp(cp["collected_at"], UTC).isoformat()}
+           for cp in window]  # fmt: skip
+    quoted = [{**cp, "collected_at": str(cp["collected_at"])} for cp in window]
+    naive = [{**cp, "collected_at": datetime.fromtimestamp(cp["collected_at"], UTC)
+              .replace(tzinfo=None).isoformat()} for cp in window]  # fmt: skip
+    for variant in (iso, quoted, naive):
+        assert analyze(variant, T0 + 595) == expected
+
+    detector = PredictiveFailureDetector()
+    for cp in window:
+        detector.analyze_checkpoint(cp)
+    before = detector.analyze_checkpoint({**window[-1], "collected_at": "yesterday"})
+    assert [p.failure_type for p in before] == ["cuda_oom"]  # the stray one is left out
+    assert detector.analyze_checkpoint("junk") == before  # type: ignore[arg-type]
