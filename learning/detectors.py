@@ -19,9 +19,7 @@ on arrays this short (the leak test, the similar-load comparison) are compiled b
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 from numba import njit
@@ -37,7 +35,7 @@ from learning.robust import (
     trend,
     trend_of,
 )
-from learning.window import Window, disk_space, gpu_memory, obj, padded
+from learning.window import Window, disk_space, gpu_memories, obj, padded
 
 CRITICAL_S = DEFAULT_HORIZON_S
 WARNING_S = 1800.0
@@ -311,29 +309,20 @@ def gpu_memory_leak(w: Window, now: float, lookback_s: float = LEAK_LOOKBACK_S) 
 def _gpu_memory(w: Window, start: int) -> tuple[np.ndarray, np.ndarray, float, int]:
     """Return times, used bytes and total bytes of the GPU that gained the most since `start`,
     and its index. Without per-GPU data (a window built from series only), all GPUs summed."""
-    cps = w.checkpoints[start:]
     t = w.t[start:]
     counts = series(w, "gpu_count")[start:]
     # One GPU (the common case): its series is the sum; no need to read every checkpoint again.
     single = len(counts) == 0 or not np.nanmax(counts, initial=0.0) > 1
-    per_gpu = not single and len(cps) == len(t)
     used, total = np.zeros((0, 0)), np.zeros((0, 0))
-    if per_gpu and "rows" in w.cache:  # read once per checkpoint (learning.window.row)
-        rows = w.cache["rows"][start:]
-        used, total = padded([r.gpu_used for r in rows]), padded([r.gpu_total for r in rows])
-    elif per_gpu:
-        used, total = _per_gpu(cps)
+    if not single and len(w.checkpoints) == len(w.t):
+        memory = gpu_memories(w, start)
+        used, total = padded([u for u, _ in memory]), padded([size for _, size in memory])
     if used.size == 0:
         return t, series(w, "gpu_mem_used_bytes")[start:], newest(w, "gpu_mem_total_bytes"), 0
     gained = _gain_share(used, total)
     best = int(np.argmax(gained))
     totals = total[:, best][~np.isnan(total[:, best])]
     return t, used[:, best], float(totals[-1]) if len(totals) else math.nan, best
-
-
-def _per_gpu(cps: Sequence[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
-    memory = [gpu_memory(cp) for cp in cps]
-    return padded([used for used, _ in memory]), padded([total for _, total in memory])
 
 
 def _gain_share(used: np.ndarray, total: np.ndarray) -> np.ndarray:

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import warnings
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -48,7 +47,7 @@ from learning.prediction import (
     Forecast,
     Prediction,
 )
-from learning.window import Row, Rows, Window, collected_at, gpu_shares, row
+from learning.window import Row, Rows, Window, collected_at, gpu_memories, gpu_shares, row
 
 WINDOW_S = 600.0  # the checkpoints a host's analysis looks back on
 # Polled faster than this, a host's window keeps only the newest checkpoint of each slot:
@@ -268,20 +267,44 @@ def _filling_gpu(w: Window, horizon_s: float) -> Window:
     """Return `w` with its GPU memory share (gpu_mem_used_pct, the fullest GPU's) replaced by
     the share of the GPU that the last minutes' rise takes fullest within `horizon_s`: on a
     host of several GPUs, a foreign process filling a GPU that was the emptiest overtakes the
-    fullest one only shortly before it is full, and the fullest one's series is flat until then."""
+    fullest one only shortly before it is full, and the fullest one's series is flat until then.
+    Plain Python: numpy's calls on eight numbers cost ten times as much."""
     if not w.last("gpu_count") > 1:
         return w
-    shares = gpu_shares(w)
     start = int(np.searchsorted(w.t, w.t[-1] - forecast.LOOKBACK_S))
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # a GPU without any figure
-        first, last = np.nanmedian(shares[start : start + 3], 0), np.nanmedian(shares[-3:], 0)
+    first, last = _mean_shares(w, start, start + 3), _mean_shares(w, len(w) - 3, len(w))
+    if len(first) != len(last) or len(last) < 2:
+        return w  # GPUs came or went within the lookback: the fullest one's series stands
     span = max(float(w.t[-1] - w.t[start]), 1.0)
-    ahead = np.nan_to_num(last + np.maximum(last - first, 0.0) / span * horizon_s, nan=-math.inf)
-    if shares.shape[1] < 2 or not np.isfinite(ahead).any():
-        return w
-    series = {**w.series, "gpu_mem_used_pct": shares[:, int(np.argmax(ahead))]}
-    return Window(w.t, series, w.states, w.checkpoints)
+    ahead = [b + (max(b - a, 0.0) if a == a else 0.0) / span * horizon_s
+             for a, b in zip(first, last, strict=True)]  # fmt: skip
+    best = _largest(ahead)
+    if best is None or best == _largest(last) == _largest(first):
+        return w  # the fullest GPU all along: the common case, with the window's caches
+    series = {**w.series, "gpu_mem_used_pct": gpu_shares(w)[:, best]}
+    return Window(
+        w.t, series, w.states, w.checkpoints, {"run_start": forecast.current_run_start(w)}
+    )
+
+
+def _mean_shares(w: Window, start: int, end: int) -> list[float]:
+    """Return each GPU's mean share of its memory in use (%) at checkpoints `start` to `end`
+    (excluded), as many as the newest of them has; NaN for a GPU without figures."""
+    memory = gpu_memories(w, start, end)
+    width = len(memory[-1][0]) if memory else 0
+    sums, counts = [0.0] * width, [0] * width
+    for used, total in memory:
+        for k in range(min(width, len(used), len(total))):
+            if total[k] > 0 and used[k] >= 0:  # False for NaN
+                sums[k] += 100.0 * used[k] / total[k]
+                counts[k] += 1
+    return [s / c if c else math.nan for s, c in zip(sums, counts, strict=True)]
+
+
+def _largest(values: list[float]) -> int | None:
+    """Return the index of the largest number in `values` (NaN is none), None without one."""
+    numbers = [(v, i) for i, v in enumerate(values) if v == v]
+    return max(numbers)[1] if numbers else None
 
 
 def _beliefs(

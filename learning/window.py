@@ -302,11 +302,12 @@ def collected_at(checkpoint: dict[str, Any]) -> float:
     UTC) or a number in a string, and Python callers a datetime."""
     value = checkpoint.get("collected_at")
     if isinstance(value, str):
+        text = value.strip()
         try:
-            value = float(value)
+            value = float(text)
         except ValueError:
             try:
-                value = datetime.fromisoformat(value.strip())
+                value = datetime.fromisoformat(text)
             except ValueError:
                 return math.nan
     if isinstance(value, datetime):
@@ -388,15 +389,22 @@ def padded(rows: Sequence[tuple[float, ...]]) -> np.ndarray:
     return out
 
 
-def gpu_shares(w: Window) -> np.ndarray:
-    """Return each GPU's share of its memory in use (%) at each checkpoint of `w`: one column
-    per GPU, in the checkpoints' order, NaN where a figure is missing."""
-    if "rows" in w.cache:  # read once per checkpoint (row)
-        rows = w.cache["rows"]
-        used, total = padded([r.gpu_used for r in rows]), padded([r.gpu_total for r in rows])
-    else:
-        memory = [gpu_memory(cp) for cp in w.checkpoints]
-        used, total = padded([u for u, _ in memory]), padded([t for _, t in memory])
+def gpu_memories(
+    w: Window, start: int = 0, end: int | None = None
+) -> list[tuple[tuple[float, ...], tuple[float, ...]]]:
+    """Return each GPU's used and total memory (bytes) at checkpoints `start` to `end`
+    (excluded) of `w`, as gpu_memory does: read once per checkpoint where `w` keeps its rows."""
+    rows = w.cache.get("rows")
+    if rows is not None:
+        return [(r.gpu_used, r.gpu_total) for r in rows[start:end]]
+    return [gpu_memory(cp) for cp in w.checkpoints[start:end]]
+
+
+def gpu_shares(w: Window, start: int = 0, end: int | None = None) -> np.ndarray:
+    """Return each GPU's share of its memory in use (%) at checkpoints `start` to `end`
+    (excluded) of `w`: one column per GPU, in the checkpoints' order; NaN where missing."""
+    memory = gpu_memories(w, start, end)
+    used, total = padded([u for u, _ in memory]), padded([t for _, t in memory])
     with np.errstate(all="ignore"):
         shares: np.ndarray = 100.0 * used / np.where(total > 0, total, math.nan)
     return shares
