@@ -104,9 +104,12 @@ class Run:
         return f"{self.scenario}/{self.seed}"
 
 
-def simulate(scenario: str, seed: int, duration_s: float, *, vary: bool = True) -> Run:
-    """Return one host's checkpoints and ground truth over `duration_s` simulated seconds."""
-    return asyncio.run(_simulate(scenario, seed, duration_s, vary))
+def simulate(
+    scenario: str, seed: int, duration_s: float, *, vary: bool = True, gpus: int | None = None
+) -> Run:
+    """Return one host's checkpoints and ground truth over `duration_s` simulated seconds; with
+    `gpus`, on a host of that many GPUs (on_gpus)."""
+    return asyncio.run(_simulate(scenario, seed, duration_s, vary, gpus))
 
 
 def simulate_many(
@@ -116,24 +119,35 @@ def simulate_many(
     *,
     vary: bool = True,
     workers: int = 1,
+    gpus: int | None = None,
 ) -> list[Run]:
     """Return a run of every scenario with every seed (in processes when `workers` > 1)."""
-    jobs = [(name, seed, duration_s, vary) for seed in seeds for name in scenarios]
+    jobs = [(name, seed, duration_s, vary, gpus) for seed in seeds for name in scenarios]
     if workers <= 1:
-        return [simulate(n, s, d, vary=v) for n, s, d, v in jobs]
+        return [simulate(n, s, d, vary=v, gpus=g) for n, s, d, v, g in jobs]
     # Spawned, not forked: the caller may hold threads (scikit-learn's OpenMP pool) that a
     # forked child would inherit half-locked.
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         return list(pool.map(_simulate_job, jobs))
 
 
-def _simulate_job(job: tuple[str, int, float, bool]) -> Run:
-    name, seed, duration_s, vary = job
-    return simulate(name, seed, duration_s, vary=vary)
+def _simulate_job(job: tuple[str, int, float, bool, int | None]) -> Run:
+    name, seed, duration_s, vary, gpus = job
+    return simulate(name, seed, duration_s, vary=vary, gpus=gpus)
 
 
-async def _simulate(name: str, seed: int, duration_s: float, vary: bool) -> Run:
+def on_gpus(scenario: Scenario, gpus: int) -> Scenario:
+    """Return `scenario` on a host of `gpus` GPUs, the model served tensor-parallel over all of
+    them; its effects stay on the GPUs they name (a foreign process on GPU 0, say)."""
+    host = dataclasses.replace(scenario.host, gpu_count=gpus)
+    engine_args = {**scenario.engine_args, "tensor_parallel_size": gpus}
+    return dataclasses.replace(scenario, host=host, engine_args=engine_args)
+
+
+async def _simulate(name: str, seed: int, duration_s: float, vary: bool, gpus: int | None) -> Run:
     scenario, variation = load_scenario(name), dict[str, float]()
+    if gpus is not None:
+        scenario = on_gpus(scenario, gpus)
     if vary:
         scenario, variation = varied(scenario, random.Random(f"vary:{name}:{seed}"))
     clock = SimulatedClock(EPOCH)

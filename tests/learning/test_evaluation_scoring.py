@@ -86,3 +86,18 @@ def test_the_operators_disk_lines_are_node_exporters(evaluation: ModuleType) -> 
     # 10 GiB taken per 5 s, 410 GiB left: over 10 %, but the line empties within 300 s.
     assert host(lambda i: 1000 * gib - 10 * i * gib) == ({}, {"system_resource": 1.0})
     assert host(lambda i: 1000 * gib) == ({}, {})
+
+
+def test_a_type_without_failures_in_the_runs_is_not_measured_rather_than_missed(
+    evaluation: ModuleType,
+) -> None:
+    nan = float("nan")
+    none = {"failures": 0, "recall": nan, "precision": nan, "lead_p50_s": nan,
+            "false_per_host_day": 0.0}  # fmt: skip
+    met = {"failures": 8, "recall": 1.0, "precision": 1.0, "lead_p50_s": 90.0,
+           "false_per_host_day": 0.0}  # fmt: skip
+    results = {"kv_cache_exhausted": none, "cuda_oom": met, "thermal_throttling": met}
+    lines = evaluation._verdict("sentinel", results).splitlines()
+    assert lines[1].split() == ["kv_cache_exhausted", "no", "failure", "of", "this", "type:",
+                                "not", "measured"]  # fmt: skip
+    assert "MISSED" not in "\n".join(lines)

@@ -184,3 +184,14 @@ def test_it_keeps_every_window_a_failure_followed_and_thins_the_others() -> None
                         if lb.time_to_failure_s]  # fmt: skip
     assert min(np.diff(quiet)) >= 120.0
     assert len(ends_thin) < len(ends) and x_thin.shape == (len(ends_thin), x.shape[1])
+
+
+def test_a_scenario_runs_on_a_host_of_several_gpus_with_its_effect_on_the_gpu_it_names() -> None:
+    # A foreign process on GPU 0 of four, tensor-parallel vLLM on all four: GPU 0 fills first.
+    run = simulate("foreign_process_oom", 1, 260.0, vary=False, gpus=4)
+
+    (truth,) = [f for f in run.truth if f.failure_type == "cuda_oom"]
+    before = [cp for cp in run.checkpoints if cp["collected_at"] < truth.started_at - 10]
+    used = [g["memory_used_bytes"] for g in before[-1]["gpus"]]
+    assert len(used) == 4 and used[0] > max(used[1:]) + 5 * 1024**3
+    assert all(len(g["processes"]) >= 1 for g in before[-1]["gpus"])  # a vLLM rank on each
