@@ -447,7 +447,8 @@ class Checkpoint:
     @property
     def gpu_memory_used_pct(self) -> float | None:
         """The fullest GPU's share of its memory in use: an OOM happens on one GPU, and on a
-        host of eight the share of all of them together is 94 % when one is full."""
+        host of eight the share of all of them together is 56 % when one is full and the
+        others half full."""
         shares = [
             100.0 * g.memory_used_bytes / g.memory_total_bytes
             for g in self.gpus

@@ -56,7 +56,9 @@ from learning.window import Window
 # Saved-model format. A model saved with another format is not loaded: retrain.
 # 1  2026-11  per-type gradient-boosted classifier and time-to-failure regressor, compiled
 #             into one flat forest; card with provenance and held-out figures.
-MODEL_FORMAT = 2  # 2: GPU memory features are the fullest GPU's, not the sum over GPUs
+# 2  2026-11  GPU memory features are the fullest GPU's and power a GPU's mean, not sums
+#             over the host's GPUs.
+MODEL_FORMAT = 2
 MAGIC = b"sentinel-patterns"
 MIN_EPISODES = 8  # a type seen failing fewer times in training gets no model: no pattern yet
 HELD_OUT_SHARE = 0.2

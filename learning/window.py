@@ -73,7 +73,7 @@ def _min_free_pct(cp: dict[str, Any]) -> float | None:
 def fullest_gpu(checkpoint: dict[str, Any]) -> tuple[float, float] | None:
     """Return the used and total memory (bytes) of the GPU with the largest share of its memory
     in use, or None without one. A CUDA OOM happens on one GPU: on a host of eight, the share
-    of all of them together is 94 % when one is full."""
+    of all of them together is 56 % when one is full and the others half full."""
     fullest = None
     for g in gpus(checkpoint):
         used, total = _num(g.get("memory_used_bytes")), _num(g.get("memory_total_bytes"))
@@ -404,7 +404,7 @@ def gpu_shares(w: Window, start: int = 0, end: int | None = None) -> np.ndarray:
     """Return each GPU's share of its memory in use (%) at checkpoints `start` to `end`
     (excluded) of `w`: one column per GPU, in the checkpoints' order; NaN where missing."""
     memory = gpu_memories(w, start, end)
-    used, total = padded([u for u, _ in memory]), padded([t for _, t in memory])
+    used, total = padded([u for u, _ in memory]), padded([size for _, size in memory])
     with np.errstate(all="ignore"):
         shares: np.ndarray = 100.0 * used / np.where(total > 0, total, math.nan)
     return shares
