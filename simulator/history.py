@@ -104,6 +104,25 @@ class Run:
         return f"{self.scenario}/{self.seed}"
 
 
+# The checkpoint's event lists: each holds what happened since the agent's previous checkpoint.
+EVENT_LISTS = ("transitions", "errors", "gpu_events", "validations")
+
+
+def polled_every(checkpoints: list[dict[str, Any]], every: int) -> list[dict[str, Any]]:
+    """Return every `every`-th of `checkpoints` (the first, the every+1-th, ...) as a control
+    plane polling that much less often would have received them: each carries the events of
+    the checkpoints left out since the one before it."""
+    kept: list[dict[str, Any]] = []
+    carried: dict[str, list[Any]] = {k: [] for k in EVENT_LISTS}
+    for i, cp in enumerate(checkpoints):
+        for k in EVENT_LISTS:
+            carried[k] += cp.get(k) or []
+        if i % every == 0:
+            kept.append({**cp, **carried})
+            carried = {k: [] for k in EVENT_LISTS}
+    return kept
+
+
 def simulate(
     scenario: str, seed: int, duration_s: float, *, vary: bool = True, gpus: int | None = None
 ) -> Run:

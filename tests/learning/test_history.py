@@ -22,7 +22,7 @@ from learning.history import (
 )
 from learning.prediction import DEFAULT_HORIZON_S
 from learning.window import window
-from simulator.history import simulate, varied
+from simulator.history import polled_every, simulate, varied
 from simulator.scenario import load_scenario
 from tests.factories import make_checkpoint
 
@@ -195,3 +195,20 @@ def test_a_scenario_runs_on_a_host_of_several_gpus_with_its_effect_on_the_gpu_it
     used = [g["memory_used_bytes"] for g in before[-1]["gpus"]]
     assert len(used) == 4 and used[0] > max(used[1:]) + 5 * 1024**3
     assert all(len(g["processes"]) >= 1 for g in before[-1]["gpus"])  # a vLLM rank on each
+
+
+def test_a_slower_poll_keeps_every_nth_checkpoint_with_the_events_of_those_left_out() -> None:
+    run = simulate("memory_leak_oom", 1, 260.0, vary=False)
+    slow = polled_every(run.checkpoints, 6)
+
+    assert [cp["collected_at"] for cp in slow] == [
+        cp["collected_at"] for cp in run.checkpoints[::6]
+    ]
+    last = 6 * (len(slow) - 1)  # the newest kept checkpoint: the events up to it are delivered
+    for kind in ("transitions", "errors"):
+        delivered = [e["id"] for cp in run.checkpoints[: last + 1] for e in cp.get(kind) or []]
+        assert delivered and [e["id"] for cp in slow for e in cp.get(kind) or []] == delivered
+    # The OOM is read from the slow poll too, no more than one poll (30 s) later.
+    (oom,) = [f for f in failures_in(run.checkpoints) if f.failure_type == "cuda_oom"]
+    (slow_oom,) = [f for f in failures_in(slow) if f.failure_type == "cuda_oom"]
+    assert 0 <= slow_oom.started_at - oom.started_at <= 30.0
