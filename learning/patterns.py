@@ -79,13 +79,6 @@ COLD_START_DURATION_S = 1200.0
 # Healthy runs last this much longer: a fleet is mostly healthy, and a model that has seen
 # too little of that raises false alarms.
 COLD_START_HEALTHY_FACTOR = 2.0
-# Each run is also learnt as if polled every 15, 30 or 60 s (in turn), events carried over: a
-# fleet or an exported trace may be polled less often than the simulator's 5 s, and a model
-# that saw only 5 s windows found no thermal failure at 60 s polls (evaluate/run --every 12).
-COLD_START_POLLED_EVERY = (3, 6, 12)
-# Failures of one type in one run this close are one: a condition's episode ends only once it
-# has been gone a minute (learning.history.CLEAR_S), so two of them start further apart.
-SAME_FAILURE_S = 60.0
 
 
 # The features that can carry a sign of each failure type. A type's model reads only these
@@ -393,23 +386,13 @@ def _episode_keys(
     ends: Sequence[float], labels: Sequence[Label], groups: list[str]
 ) -> dict[str, np.ndarray]:
     """Return, per failure type and window, which failure it came before ("" if none), so
-    that failures, not windows, can be counted. A run learnt again at a slower poll
-    (COLD_START_POLLED_EVERY) dates its failures up to a poll later: within SAME_FAILURE_S of
-    one already seen in its group, a failure is that one."""
+    that failures, not windows, can be counted."""
     keys: dict[str, np.ndarray] = {}
     for failure_type in FAILURE_TYPES:
         found = []
-        seen: dict[str, list[float]] = {}
         for end, lb, g in zip(ends, labels, groups, strict=True):
             wait = lb.time_to_failure_s.get(failure_type)
-            if wait is None:
-                found.append("")
-                continue
-            at, known = end + wait, seen.setdefault(g, [])
-            same = next((t for t in known if abs(t - at) <= SAME_FAILURE_S), None)
-            if same is None:
-                known.append(at)
-            found.append(f"{g}@{round(at if same is None else same)}")
+            found.append("" if wait is None else f"{g}@{round(end + wait)}")
         keys[failure_type] = np.array(found, dtype=object)
     return keys
 
@@ -521,29 +504,18 @@ def cold_start(
     agent); the labels come from the checkpoints, as they would on a real fleet. The card
     names the scenarios and seeds.
     """
-    from simulator.history import (
-        CHECKPOINT_EVERY_S,
-        FAILURE_SCENARIOS,
-        HEALTHY_SCENARIOS,
-        polled_every,
-        simulate_many,
-    )
+    from simulator.history import FAILURE_SCENARIOS, HEALTHY_SCENARIOS, simulate_many
 
     scenarios = [*FAILURE_SCENARIOS, *HEALTHY_SCENARIOS]
     runs = simulate_many(list(FAILURE_SCENARIOS), list(seeds), duration_s, workers=workers)
     healthy_s = duration_s * COLD_START_HEALTHY_FACTOR
     runs += simulate_many(list(HEALTHY_SCENARIOS), list(seeds), healthy_s, workers=workers)
-    histories = [(run.group, run.checkpoints) for run in runs]
-    # A slower poll of a run stays in its run's group: held out together, or learnt together.
-    slower = COLD_START_POLLED_EVERY
-    histories += [(run.group, polled_every(run.checkpoints, slower[i % len(slower)]))
-                  for i, run in enumerate(runs)]  # fmt: skip
-    windows, labels, groups = training_set(histories, horizon_s=horizon_s)
-    polls = ", ".join(f"{CHECKPOINT_EVERY_S * k:g}" for k in slower)
+    windows, labels, groups = training_set(
+        [(run.group, run.checkpoints) for run in runs], horizon_s=horizon_s
+    )
     provenance = (
         f"simulator scenarios {', '.join(scenarios)}; seeds {', '.join(map(str, seeds))}; "
         f"{duration_s:g} simulated s each ({healthy_s:g} s healthy), numbers varied per seed; "
-        f"polled every {CHECKPOINT_EVERY_S:g} s and, each run again, every {polls} s in turn; "
         "labels from the checkpoints"
     )
     model = train(windows, labels, groups=groups, horizon_s=horizon_s, provenance=provenance)

@@ -10,7 +10,7 @@ import pytest
 import sklearn
 
 from learning import patterns
-from learning.history import Label, trailing, training_set
+from learning.history import trailing, training_set
 from learning.hysteresis import OPEN_AT
 from learning.patterns import MAGIC, MODEL_FORMAT, ModelError, PatternModel
 from learning.window import Window, window
@@ -153,12 +153,3 @@ def test_it_predicts_for_one_window_in_about_a_millisecond(model: PatternModel, 
         patterns.predict(model, w, now)
     per_window_ms = (time.perf_counter() - started) / 100 * 1000
     assert per_window_ms < 2.0  # about 0.3 ms here; the margin is for shared CI cores
-
-
-def test_a_run_learnt_again_at_a_slower_poll_does_not_count_its_failures_twice() -> None:
-    # One OOM at 300 s, read 30 s later from the slower poll of the same run; another at 500 s.
-    ends = [100.0, 110.0, 200.0, 420.0]
-    waits = [200.0, 220.0, None, 80.0]
-    labels = [Label({"cuda_oom": w} if w is not None else {}) for w in waits]
-    keys = patterns._episode_keys(ends, labels, ["leak/1"] * 4)["cuda_oom"]
-    assert list(keys) == ["leak/1@300", "leak/1@300", "", "leak/1@500"]
