@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import pytest
@@ -7,10 +8,10 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import escape
 
-from agent.checkpoint import decode, encode
+from agent.checkpoint import decode, encode, replace
 from monitor import ingest, polling
 from monitor.models import Checkpoint, Host, LearnedModel
-from tests.factories import make_checkpoint
+from tests.factories import GIB, make_checkpoint
 
 pytestmark = pytest.mark.django_db
 
@@ -232,3 +233,21 @@ def test_the_predictions_panel_says_what_the_active_model_was_trained_on(  # typ
     html = client.get(reverse("host_detail", args=[host.name])).content.decode()
 
     assert f"pattern model v3, {escape(shown)}" in html
+
+
+def test_a_host_of_several_gpus_shows_its_fullest_gpu_and_tells_the_charts_its_count(  # type: ignore[no-untyped-def]
+    client, alice, host
+) -> None:
+    client.force_login(alice)
+    page = reverse("host_detail", args=[host.name])
+    assert 'data-gpu-count="1"' in client.get(page).content.decode()  # nothing polled yet
+
+    one = make_checkpoint(host=host.name)
+    gpus = [dataclasses.replace(one.gpus[0], index=i, memory_used_bytes=used)
+            for i, used in enumerate([79.2 * GIB, 72 * GIB, 72 * GIB, 72 * GIB])]  # fmt: skip
+    target = polling.PollTarget(host_id=host.pk, name=host.name, url=host.agent_url, token="t")
+    result = polling.PollResult(target=target, elapsed_s=0.01, checkpoint=replace(one, gpus=gpus))
+    ingest.store_poll_results({host.pk: host}, [result], timezone.now())
+
+    assert "295.2 / 320 GB (fullest GPU 99%)" in client.get(reverse("fleet")).content.decode()
+    assert 'data-gpu-count="4"' in client.get(page).content.decode()
