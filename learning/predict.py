@@ -257,9 +257,8 @@ class PredictiveFailureDetector:
 
     def analyze_checkpoint(self, checkpoint: dict[str, Any]) -> list[Prediction]:
         self._analyzer.add(checkpoint)
-        now = collected_at(checkpoint) if isinstance(checkpoint, dict) else math.nan
-        if math.isnan(now):  # not a checkpoint: what was predicted before stands
-            now = self._analyzer.newest_t
+        # As of the newest checkpoint: one left out (no usable time, or older) changes nothing.
+        now = self._analyzer.newest_t
         return self._analyzer.analyze(now, model=self.model, graph=self.graph).predictions
 
 
