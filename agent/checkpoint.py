@@ -445,16 +445,22 @@ class Checkpoint:
         return sum(total) if total else None
 
     @property
-    def gpu_memory_used_pct(self) -> float | None:
-        """The fullest GPU's share of its memory in use: an OOM happens on one GPU, and on a
-        host of eight the share of all of them together is 56 % when one is full and the
-        others half full."""
-        shares = [
-            100.0 * g.memory_used_bytes / g.memory_total_bytes
+    def fullest_gpu_memory(self) -> tuple[float, float] | None:
+        """The used and total bytes of the GPU with the largest share of its memory in use:
+        an OOM happens on one GPU, and on a host of eight the share of all of them together
+        is 56 % when one is full and the others half full."""
+        known = [
+            (g.memory_used_bytes, g.memory_total_bytes)
             for g in self.gpus
             if g.memory_used_bytes is not None and g.memory_total_bytes
         ]
-        return max(shares) if shares else None
+        return max(known, key=lambda m: m[0] / m[1]) if known else None
+
+    @property
+    def gpu_memory_used_pct(self) -> float | None:
+        """The fullest GPU's share of its memory in use (fullest_gpu_memory)."""
+        fullest = self.fullest_gpu_memory
+        return 100.0 * fullest[0] / fullest[1] if fullest else None
 
 
 _ENCODER = msgspec.json.Encoder()

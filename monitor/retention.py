@@ -44,13 +44,22 @@ def _gpu(name: str) -> str:
     return _reading(f"(gpu->>'{name}')::float8")
 
 
+def _fullest(column: str) -> str:
+    """Return `column` of the GPU with the largest share of its memory in use (as
+    learning.window.fullest_gpu picks it)."""
+    return (f"(array_agg({column} ORDER BY m.used / nullif(m.total, 0) DESC) "
+            "FILTER (WHERE m.total > 0 AND m.used >= 0))[1]")  # fmt: skip
+
+
 # Each rolled-up series as SQL, computed as monitor/summary.py's `summarize` does: the chart
 # series, plus GPU temperature, utilisation and preemptions under summarize's names. They read
 # the parts of a checkpoint that _READ_CHECKPOINT takes apart: `v` (vllm), `r` (its rates),
-# `v.latency` and `g` (totals over the GPUs).
+# `v.latency` and `g` (over the GPUs: totals, and the fullest GPU's memory).
 ROLLUP_SERIES = {
     "gpu_mem_used_gb": f"g.used_bytes / {GB}",
     "gpu_mem_total_gb": f"g.total_bytes / {GB}",
+    "gpu_mem_fullest_used_gb": f"g.fullest_used_bytes / {GB}",  # the GPU that runs out first
+    "gpu_mem_fullest_total_gb": f"g.fullest_total_bytes / {GB}",
     "gpu_temperature_c": "g.temperature_c",  # the hottest GPU
     "gpu_utilization_pct": "g.utilization_pct",  # the mean over GPUs
     "kv_cache_usage_pct": _reading("v.kv_cache_usage_pct"),
@@ -74,11 +83,12 @@ _READ_CHECKPOINT = (
     "requests_running float8, requests_waiting float8, rates jsonb, latency jsonb) "
     "CROSS JOIN LATERAL jsonb_to_record(v.rates) AS r(prompt_tokens_per_s float8, "
     "generation_tokens_per_s float8, preemptions_per_s float8) "
-    f"CROSS JOIN LATERAL (SELECT sum({_gpu('memory_used_bytes')}) AS used_bytes,"
-    f" sum({_gpu('memory_total_bytes')}) AS total_bytes,"
-    f" max({_gpu('temperature_c')}) AS temperature_c,"
-    f" avg({_gpu('utilization_gpu_pct')}) AS utilization_pct"
-    " FROM jsonb_array_elements(d.gpus) AS gpu) g"
+    "CROSS JOIN LATERAL (SELECT sum(m.used) AS used_bytes, sum(m.total) AS total_bytes,"
+    " max(m.temperature_c) AS temperature_c, avg(m.utilization_pct) AS utilization_pct,"
+    f" {_fullest('m.used')} AS fullest_used_bytes, {_fullest('m.total')} AS fullest_total_bytes"
+    f" FROM (SELECT {_gpu('memory_used_bytes')} AS used, {_gpu('memory_total_bytes')} AS total,"
+    f" {_gpu('temperature_c')} AS temperature_c, {_gpu('utilization_gpu_pct')} AS utilization_pct"
+    " FROM jsonb_array_elements(d.gpus) AS gpu) m) g"
 )
 
 

@@ -12,6 +12,8 @@ from learning.window import MAX_READING
 SERIES_KEYS = (
     "gpu_mem_used_gb",
     "gpu_mem_total_gb",
+    "gpu_mem_fullest_used_gb",
+    "gpu_mem_fullest_total_gb",
     "kv_cache_usage_pct",
     "requests_running",
     "requests_waiting",
@@ -32,6 +34,7 @@ def summarize(cp: Checkpoint) -> dict[str, Any]:
     """Return the flat, JSON-ready figures of a checkpoint that the fleet and host pages show."""
     vllm = cp.vllm
     used, total = cp.gpu_memory_used_bytes, cp.gpu_memory_total_bytes
+    fullest = cp.fullest_gpu_memory or (None, None)
     temps = [g.temperature_c for g in cp.gpus if g.temperature_c is not None]
     utils = [g.utilization_gpu_pct for g in cp.gpus if g.utilization_gpu_pct is not None]
     summary: dict[str, Any] = {
@@ -42,6 +45,9 @@ def summarize(cp: Checkpoint) -> dict[str, Any]:
         "gpu_count": len(cp.gpus),
         "gpu_mem_used_gb": _div(used, GB),
         "gpu_mem_total_gb": _div(total, GB),
+        # The GPU that runs out first: what the host page charts and forecasts.
+        "gpu_mem_fullest_used_gb": _div(fullest[0], GB),
+        "gpu_mem_fullest_total_gb": _div(fullest[1], GB),
         "gpu_mem_used_pct": _round(cp.gpu_memory_used_pct),
         "gpu_temperature_c": _round(max(temps)) if temps else None,
         "gpu_utilization_pct": _round(sum(utils) / len(utils)) if utils else None,

@@ -3,7 +3,8 @@
   const root = document.getElementById("charts");
   const WINDOW_S = { "5m": 300, "15m": 900, "1h": 3600, "6h": 21600, "24h": 86400, "7d": 604800, "30d": 2592000, "90d": 7776000 }[root.dataset.window];
   const CHARTS = [
-    { id: "chart-gpu-mem", title: "GPU memory (GB)", keys: ["gpu_mem_used_gb", "gpu_mem_total_gb"], names: ["used", "total"] },
+    // The GPU that runs out first (an OOM happens on one GPU): on a host of one, its memory.
+    { id: "chart-gpu-mem", title: "GPU memory (GB)", keys: ["gpu_mem_fullest_used_gb", "gpu_mem_fullest_total_gb"], names: ["used", "total"] },
     { id: "chart-kv", title: "KV cache usage (%)", keys: ["kv_cache_usage_pct"], names: ["KV cache"], range: [0, 100] },
     { id: "chart-requests", title: "Requests", keys: ["requests_running", "requests_waiting"], names: ["running", "waiting"] },
     { id: "chart-throughput", title: "Throughput (tokens/s)", keys: ["prompt_tokens_per_s", "generation_tokens_per_s"], names: ["prompt", "generation"] },
@@ -12,7 +13,7 @@
   ];
   // Forecasts drawn on the charts: metric -> [chart id, scale to the chart's unit].
   const FORECAST_ON = {
-    gpu_mem_used_pct: null,  // the fullest GPU's share: drawn in GB below, on a host of one GPU
+    gpu_mem_used_pct: null,  // a GPU's share: drawn in GB of that GPU's memory, below
     kv_cache_usage_pct: ["chart-kv", 1],
     requests_waiting: ["chart-requests", 1],
     itl_p99_s: ["chart-latency", 1],
@@ -21,6 +22,14 @@
   let forecastEnd = 0;  // the end of the newest forecasts (ms): every chart shows up to it
   let lastTotalGb = null;
   let gpuCount = Number(root.dataset.gpuCount) || 1;  // from the host's newest checkpoint
+  const several = () => gpuCount > 1;
+  // On a host of several GPUs the memory chart is the fullest GPU's, and the memory forecast
+  // the one of the GPU that fills first (most often the same one).
+  function labelGpuChart(chart) {
+    chart.title = several() ? "GPU memory, the fullest GPU (GB)" : "GPU memory (GB)";
+    chart.names = several() ? ["used (the fullest GPU)", "its total"] : ["used", "total"];
+  }
+  labelGpuChart(CHARTS[0]);
   const status = document.getElementById("live-status");
   const toDate = (t) => new Date(t * 1000);
 
@@ -41,14 +50,15 @@
   }
 
   function forecastTrace(fc, scale) {
+    const whose = fc.metric === "gpu_mem_used_pct" && several() ? " (the GPU filling first)" : "";
     const x = fc.times.map(toDate);
     const band = {
       x: x.concat(x.slice().reverse()), y: fc.upper.concat(fc.lower.slice().reverse()).map((v) => v * scale),
       fill: "toself", fillcolor: "rgba(214,39,40,0.12)", line: { width: 0 }, hoverinfo: "skip",
-      name: "forecast band (about 9 in 10)", type: "scatter",
+      name: "forecast band (about 9 in 10)" + whose, type: "scatter",
     };
     const line = { x: x, y: fc.values.map((v) => v * scale), mode: "lines", type: "scatter",
-                   line: { dash: "dot", color: "#d62728" }, name: "forecast" };
+                   line: { dash: "dot", color: "#d62728" }, name: "forecast" + whose };
     return [band, line];
   }
 
@@ -64,7 +74,7 @@
     const line = (name) => (name.startsWith("guardrail:") ? `guardrail ${name.slice(10)}'s line` : name);
     const parts = forecasts.map((fc) => {
       const reached = Object.entries(fc.crossings || {}).filter(([, at]) => at !== null).sort((a, b) => a[1] - b[1]);
-      const label = (LABELS[fc.metric] || fc.metric) + (fc.metric === "gpu_mem_used_pct" && gpuCount > 1 ? " (the GPU filling first)" : "");
+      const label = (LABELS[fc.metric] || fc.metric) + (fc.metric === "gpu_mem_used_pct" && several() ? " (the GPU filling first)" : "");
       return reached.length ? `${label}: ${reached.map(([name, at]) => `${line(name)} ${when(at)}`).join(", ")}` : null;
     }).filter((part) => part);
     document.getElementById("forecast-crossings").textContent = parts.length
@@ -78,8 +88,7 @@
     showCrossings(forecasts);
     forecasts.forEach((fc) => {
       let target = FORECAST_ON[fc.metric];
-      // The chart is all GPUs' memory; on a host of several the forecast is the fullest one's.
-      if (fc.metric === "gpu_mem_used_pct" && lastTotalGb && gpuCount === 1) target = ["chart-gpu-mem", lastTotalGb / 100];
+      if (fc.metric === "gpu_mem_used_pct" && lastTotalGb) target = ["chart-gpu-mem", lastTotalGb / 100];
       if (!target) return;
       const [chartId, scale] = target;
       const element = document.getElementById(chartId);
@@ -97,8 +106,13 @@
   }
 
   function extend(point) {
-    if (point.gpu_mem_total_gb) lastTotalGb = point.gpu_mem_total_gb;
-    if (point.gpu_count) gpuCount = point.gpu_count;
+    if (point.gpu_mem_fullest_total_gb) lastTotalGb = point.gpu_mem_fullest_total_gb;
+    if (point.gpu_count && point.gpu_count !== gpuCount) {  // the first poll of a new host
+      gpuCount = point.gpu_count;
+      labelGpuChart(CHARTS[0]);
+      Plotly.relayout(CHARTS[0].id, { "title.text": CHARTS[0].title });
+      Plotly.restyle(CHARTS[0].id, { name: CHARTS[0].names }, [0, 1]);
+    }
     const t = toDate(point.collected_at);
     CHARTS.forEach((chart) => {
       const update = { x: chart.keys.map(() => [t]), y: chart.keys.map((key) => [point[key]]) };
@@ -135,7 +149,7 @@
     .then((response) => response.json())
     .then((series) => {
       draw(series);
-      const totals = series.gpu_mem_total_gb.filter((v) => v !== null);
+      const totals = series.gpu_mem_fullest_total_gb.filter((v) => v !== null);
       if (totals.length) lastTotalGb = totals[totals.length - 1];
       drawForecasts(series.forecasts);
       showRange();

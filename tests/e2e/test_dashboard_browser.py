@@ -118,3 +118,38 @@ def test_it_extends_the_host_charts_as_checkpoints_arrive(
             "Throughput (tokens/s)",
             "Latency (s)",
         ]
+
+
+@pytest.mark.fleet(hosts=1, scenario="nccl_hang")
+def test_it_charts_the_fullest_gpu_of_a_host_of_four_with_its_memory_forecast(
+    control_plane: ControlPlane, alice
+) -> None:  # type: ignore[no-untyped-def]
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    host = control_plane.hosts[0]  # Llama-3.1-70B on four GPUs (TP=4)
+    chart = (
+        "const c = document.getElementById('chart-gpu-mem');"
+        "if (!c || !c.data) return null;"
+        "const line = c.data.find((t) => (t.name || '').startsWith('forecast ('));"
+        "const band = c.data.find((t) => t.fill === 'toself');"
+        "return line ? {title: c.layout.title.text, names: c.data.map((t) => t.name),"
+        " used: c.data[0].y, total: c.data[1].y, line: line.y, band: band.y} : null;"
+    )
+    with chromium() as browser:
+        browser.get(control_plane.url + "/login/?next=/hosts/" + host.name + "/")
+        browser.find_element(By.ID, "id_username").send_keys("alice")
+        browser.find_element(By.ID, "id_password").send_keys("alice-password-1")
+        browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        drawn = WebDriverWait(browser, 90).until(lambda b: b.execute_script(chart))
+
+    assert drawn["title"] == "GPU memory, the fullest GPU (GB)"
+    assert drawn["names"][:2] == ["used (the fullest GPU)", "its total"]
+    assert "forecast (the GPU filling first)" in drawn["names"]
+    # One GPU's memory (an H100's 80 GB), not the four's 320 GB, and the forecast in its GB.
+    totals = [v for v in drawn["total"] if v is not None]
+    assert totals and all(70 < v < 90 for v in totals)
+    used = [v for v in drawn["used"] if v is not None]
+    assert used and all(0 < v <= 90 for v in used)
+    assert all(0 <= v <= 90 for v in drawn["line"])
+    assert len(drawn["band"]) == 2 * len(drawn["line"])

@@ -23,7 +23,7 @@ from monitor.retention import (
 )
 from monitor.summary import SERIES_KEYS, summarize
 from monitor.tasks import prune_checkpoints
-from tests.factories import make_checkpoint
+from tests.factories import GIB, make_checkpoint, with_gpus
 
 pytestmark = pytest.mark.django_db
 
@@ -118,6 +118,29 @@ def test_it_rolls_a_minute_up_into_averages_extremes_the_count_and_the_last_stat
             continue
         assert rollup.figures[key][0] == pytest.approx(mean(values), abs=1e-3), key
         assert rollup.figures[key][1:] == pytest.approx([min(values), max(values)], abs=1e-3)
+
+
+def test_it_rolls_up_the_fullest_gpu_of_a_host_of_several(host) -> None:  # type: ignore[no-untyped-def]
+    # The GPU that runs out first, by share: GPU 2 (75 of 80 GB) in the first checkpoint,
+    # GPU 0 (the smaller one, 39 of 40 GB) in the second; the sums are all four GPUs'.
+    minute = _minute(days_ago=8)
+    for s, used in ((10, [40, 20, 75, 10]), (40, [39, 20, 70, 10])):
+        cp = with_gpus(json.loads(encode(make_checkpoint(host=host.name))),
+                       [u * GIB for u in used])  # fmt: skip
+        cp["gpus"][0]["memory_total_bytes"] = 40 * GIB if s == 40 else 80 * GIB
+        at = minute + timedelta(seconds=s)
+        cp["collected_at"] = at.timestamp()
+        Checkpoint.objects.create(host=host, collected_at=at, received_at=at,
+                                  lifecycle_state="serving", data=cp)  # fmt: skip
+
+    roll_up(minute, minute + timedelta(minutes=1))
+
+    figures = CheckpointRollup.objects.get(host=host).figures
+    assert figures["gpu_mem_fullest_used_gb"] == [57.0, 39.0, 75.0]
+    assert figures["gpu_mem_fullest_total_gb"] == [60.0, 40.0, 80.0]
+    assert figures["gpu_mem_used_gb"] == [142.0, 139.0, 145.0]
+    drawn = [summarize(_decoded(c)) for c in Checkpoint.objects.filter(host=host)]
+    assert sorted(d["gpu_mem_fullest_used_gb"] for d in drawn) == [39.0, 75.0]
 
 
 def test_a_reading_no_host_can_have_does_not_stop_the_rollup_of_the_others(host) -> None:  # type: ignore[no-untyped-def]
