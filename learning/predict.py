@@ -5,7 +5,7 @@
 `window` is a list of checkpoint dicts (the documented JSON format, agent/checkpoint.py),
 oldest first; `now` is epoch seconds. Five kinds of evidence are combined per failure type:
 
-1. the named detectors (learning/detectors.py): leaks, exhaustion trends, degradation;
+1. the named detectors (learning/detectors/): leaks, exhaustion trends, degradation;
 2. the forecasts (learning/forecast.py): when a key metric crosses its guardrail threshold;
 3. the pattern model (learning/patterns.py), when one is given: what preceded past failures;
 4. the fleet's state graph (learning/state_graph.py), when given: how often hosts in this

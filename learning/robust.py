@@ -244,3 +244,13 @@ def quarter_rises(y: np.ndarray) -> np.ndarray:
 def scale_of(x: np.ndarray) -> float:
     """robust_scale(x) around its median, for compiled callers (`x` NaN-free)."""
     return _scale_around(x, np.median(x)) if len(x) else 0.0
+
+
+def least_squares(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Return the (plain, not robust) least-squares slope of `y` over `x` and its value at x = 0."""
+    dx = x - x.mean()
+    sxx = float(dx @ dx)
+    if sxx <= 0:
+        return math.nan, math.nan
+    slope = float(dx @ (y - y.mean())) / sxx
+    return slope, float(y.mean() - slope * x.mean())

@@ -10,13 +10,8 @@ from typing import Any
 import numpy as np
 
 from agent.checkpoint import to_dict
-from learning.detectors import (
-    MIN_LENGTH_GROWTH,
-    Finding,
-    _demand,
-    kv_cache_demand,
-    performance_degradation,
-)
+from learning.detectors import Finding, kv_cache_demand, performance_degradation
+from learning.detectors.kv_cache import MIN_LENGTH_GROWTH, _demand
 from learning.hysteresis import OPEN_AT
 from learning.predict import HostAnalyzer
 from learning.window import Window, window
