@@ -6,8 +6,9 @@ is about a 1-in-10,000 event for this stream"); alarm at `ALARM_THRESHOLD` (0.4)
 ahead, keeps a fixed amount of state (no history grows) and costs tens of microseconds.
 
 Method, per sample:
-1. Time. A timestamp (datetime, naive = UTC, or epoch seconds) becomes epoch seconds. NaN,
-   None and inf values score 0 and are skipped.
+1. Time. A timestamp (datetime, naive = UTC; numpy datetime64; ISO 8601 text; or epoch
+   seconds, or milliseconds to nanoseconds told by size) becomes epoch seconds. NaN, None
+   and inf values score 0 and are skipped.
 2. Forecast. Four forecasters compete: a fast and a slow robust level (exponentially weighted
    mean whose updates are clipped at `CLIP` scales, so one spike does not drag it), and the
    slow level plus a time-of-day profile (48 bins, interpolated) or an hour-of-week profile
@@ -107,17 +108,38 @@ def make_detector() -> StreamDetector:
     return StreamDetector()
 
 
-def epoch_s(timestamp: datetime | float) -> float:
-    """Return `timestamp` as epoch seconds (a naive datetime is taken as UTC)."""
+def epoch_s(timestamp: datetime | float | str) -> float:
+    """Return `timestamp` as epoch seconds. It may be a datetime (a naive one is taken as UTC),
+    a numpy datetime64 (as pandas columns hold them), an ISO 8601 string, or a number: epoch
+    seconds, or the same time in milliseconds, microseconds or nanoseconds, told by its size
+    (seconds past MAX_EPOCH_S would be after the year 5000). A stream's timestamps read as
+    nanoseconds would be seconds after any limit, and every sample would score 0."""
+    if getattr(timestamp, "dtype", None) is not None and timestamp.dtype.kind == "M":  # type: ignore[union-attr]
+        timestamp = timestamp.astype("datetime64[us]").item()  # type: ignore[union-attr]
+    if isinstance(timestamp, str):
+        try:
+            return _seconds(float(timestamp))
+        except ValueError:
+            timestamp = datetime.fromisoformat(timestamp.strip())
     if isinstance(timestamp, datetime):
         if timestamp.tzinfo is None:
             return (timestamp - _EPOCH).total_seconds()
         return timestamp.astimezone(UTC).timestamp()
-    return float(timestamp)
+    return _seconds(float(timestamp))
 
 
+def _seconds(t: float) -> float:
+    """Return epoch seconds from a number of seconds, milliseconds, microseconds or ns."""
+    for _ in range(3):
+        if abs(t) < MAX_EPOCH_S:
+            break
+        t /= 1000.0
+    return t
+
+
+MAX_EPOCH_S = 1e11  # the year 5138 in epoch seconds; 1973 in milliseconds
 # Beyond any measurement: the squares of larger values overflow the variances, and the
-# day numbers of later times their integers (epoch milliseconds still fit).
+# day numbers of later times their integers.
 MAX_ABS_VALUE = 1e100
 MAX_ABS_TIME_S = 1e15
 
@@ -233,7 +255,7 @@ class StreamDetector:
         self.alarm_level = 0.0
         self.recurrences = _Recurrences()
 
-    def score(self, timestamp: datetime | float, value: float | None) -> float:
+    def score(self, timestamp: datetime | float | str, value: float | None) -> float:
         """Return the anomaly likelihood of `value` at `timestamp`. A sample without a number
         for both (a missing value, NaN, text, or beyond MAX_ABS_VALUE or MAX_ABS_TIME_S)
         scores 0 and is not learned."""
@@ -252,7 +274,7 @@ class StreamDetector:
         baseline = self._chosen(t, fast=False)
         departure = abs(x - forecasts[baseline]) / max(self.errors[baseline], self._floor())
         log_p = self._log_p(r, departure) if self.n > WARMUP_SAMPLES else 0.0
-        likelihood = min(max(log_p / LOG_P_FLOOR, 0.0), 1.0)
+        likelihood = min(max(0.0, log_p / LOG_P_FLOOR), 1.0)  # 0.0, not -0.0, when log_p is 0
         starts = likelihood >= self.alarm_threshold and self.quiet == 0  # a new episode
         daily = starts and self.recurrences.record(t, r / max(self.scale, self._floor()))
         self._learn(t, x, forecasts, r)

@@ -41,6 +41,33 @@ def test_it_reads_naive_and_aware_datetimes_and_epoch_seconds_alike() -> None:
     assert max(by_epoch) >= ALARM_THRESHOLD
 
 
+def test_it_reads_the_times_other_tools_write_as_the_same_epoch_seconds() -> None:
+    # pandas columns hold numpy datetime64 (nanoseconds); Java and JavaScript write epoch
+    # milliseconds; CSVs hold ISO 8601 text. Read as seconds, nanoseconds are after every
+    # limit and each sample scored 0.
+    import numpy as np
+
+    values = [*noise(400), 90.0, *noise(50, seed=2)]
+    epoch = [T0 + i * MINUTE for i in range(len(values))]
+    by_epoch = scores(values, times=epoch)
+    seconds = np.array(epoch, dtype="int64").astype("datetime64[s]")
+    written = {
+        "ms": [t * 1e3 for t in epoch],
+        "us": [t * 1e6 for t in epoch],
+        "ns": [int(t) * 10**9 for t in epoch],
+        "datetime64[ns]": list(seconds.astype("datetime64[ns]")),
+        "datetime64[s]": list(seconds),
+        "iso": [datetime.fromtimestamp(t, UTC).isoformat() for t in epoch],
+        "iso naive": [datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S") for t in epoch],
+        "text": [str(t) for t in epoch],
+    }  # fmt: skip
+
+    for how, times in written.items():
+        assert scores(values, times=times) == by_epoch, how  # type: ignore[arg-type]
+    assert max(by_epoch) >= ALARM_THRESHOLD
+    assert all(math.copysign(1.0, s) == 1.0 for s in by_epoch)  # no -0.0 either
+
+
 def test_it_scores_missing_and_infinite_values_zero_and_skips_them() -> None:
     values = noise(500)
     detector, clean = make_detector(), make_detector()
