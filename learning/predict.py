@@ -34,6 +34,7 @@ import math
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -47,7 +48,16 @@ from learning.prediction import (
     Forecast,
     Prediction,
 )
-from learning.window import Row, Rows, Window, collected_at, gpu_memories, gpu_shares, row
+from learning.window import (
+    Row,
+    Rows,
+    Window,
+    collected_at,
+    epoch_seconds,
+    gpu_memories,
+    gpu_shares,
+    row,
+)
 
 WINDOW_S = 600.0  # the checkpoints a host's analysis looks back on
 # Polled faster than this, a host's window keeps only the newest checkpoint of each slot:
@@ -156,16 +166,19 @@ class HostAnalyzer:
 
     def analyze(
         self,
-        now: float,
+        now: float | datetime | str,
         *,
         model: Any = None,
         graph: Any = None,
         limits: Mapping[str, Mapping[str, float]] | None = None,
     ) -> Analysis:
-        """Return the predictions and forecasts for the host as of `now`. `limits`: more lines
-        (metric -> {name: value}) whose crossing times the forecasts give, beside their own."""
+        """Return the predictions and forecasts for the host as of `now` (epoch seconds, or a
+        datetime or ISO 8601 time). `limits`: more lines (metric -> {name: value}) whose
+        crossing times the forecasts give, beside their own. Raises ValueError when `now` is
+        not a time."""
         if not self._rows:
             return Analysis([], [])
+        now = _now(now)
         w = self._rows.window()
         gpu = _filling_gpu(w, self.horizon_s)
         forecasts = [
@@ -231,7 +244,7 @@ class HostAnalyzer:
 
 def analyze(
     window: Sequence[dict[str, Any]],
-    now: float,
+    now: float | datetime | str,
     *,
     model: Any = None,
     graph: Any = None,
@@ -240,11 +253,19 @@ def analyze(
     """Return the predicted failures of the host whose checkpoints (dicts) are in `window`.
     Entries that are not objects or have no usable `collected_at` are left out; malformed
     parts of a checkpoint read as missing."""
+    now = _now(now)
     analyzer = HostAnalyzer(horizon_s=horizon_s, window_s=math.inf)
     usable = [cp for cp in window if isinstance(cp, dict) and not math.isnan(collected_at(cp))]
     for checkpoint in sorted(usable, key=collected_at):
         analyzer.add(checkpoint)
     return analyzer.analyze(now, model=model, graph=graph).predictions
+
+
+def _now(now: Any) -> float:
+    t = epoch_seconds(now)
+    if math.isnan(t):
+        raise ValueError(f"now must be a time (epoch seconds, a datetime or ISO 8601), not {now!r}")
+    return t
 
 
 class PredictiveFailureDetector:

@@ -297,10 +297,15 @@ def disk_space(
 
 
 def collected_at(checkpoint: dict[str, Any]) -> float:
-    """Return the checkpoint's `collected_at` in epoch seconds, NaN when it is not a time. The
-    documented format is a number; other exporters write an ISO 8601 string (without a zone:
-    UTC) or a number in a string, and Python callers a datetime."""
-    value = checkpoint.get("collected_at")
+    """Return the checkpoint's `collected_at` in epoch seconds, NaN when it is not a time
+    (epoch_seconds)."""
+    return epoch_seconds(checkpoint.get("collected_at"))
+
+
+def epoch_seconds(value: Any) -> float:
+    """Return a time in epoch seconds, NaN when it is not one. The documented format is a
+    number; other exporters write an ISO 8601 string (without a zone: UTC) or a number in a
+    string, and Python callers a datetime."""
     if isinstance(value, str):
         text = value.strip()
         try:

@@ -226,7 +226,8 @@ def _demand(w: Window, now: float) -> Finding | None:
     if not log_slope >= MIN_KV_LOG_SLOPE:
         return None
     eta = max((math.log(KV_LIMIT_PCT) - log_level) / log_slope, 0.0)
-    level = min(math.exp(log_level), KV_LIMIT_PCT)
+    # The line's value now, which may be long after the newest checkpoint: capped before exp.
+    level = math.exp(min(log_level, math.log(KV_LIMIT_PCT)))
     if eta > DEMAND_ETA_S or level < DEMAND_MIN_KV_PCT or kv[-1] < DEMAND_BELOW_FIT * level:
         return None
     growth = _length_growth(w)

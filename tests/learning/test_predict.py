@@ -221,3 +221,25 @@ def test_times_other_exporters_write_are_read_and_a_bad_one_never_raises() -> No
     before = detector.analyze_checkpoint({**window[-1], "collected_at": "yesterday"})
     assert [p.failure_type for p in before] == ["cuda_oom"]  # the stray one is left out
     assert detector.analyze_checkpoint("junk") == before  # type: ignore[arg-type]
+
+
+def test_now_may_be_a_datetime_or_an_iso_time_and_anything_else_is_a_clear_error() -> None:
+    window = leaking()
+    expected = analyze(window, T0 + 595)
+    at = datetime.fromtimestamp(T0 + 595, UTC)
+
+    for now in (at, at.isoformat(), at.replace(tzinfo=None), str(T0 + 595)):
+        assert analyze(window, now) == expected, now
+    for bad in (None, "later", math.nan, [T0]):
+        with pytest.raises(ValueError, match="now must be a time"):
+            analyze(window, bad)  # type: ignore[arg-type]
+
+
+def test_a_window_long_before_now_is_analysed_without_raising() -> None:
+    # An exported trace analysed days later: the KV cache's growth, fitted in log space, was
+    # projected to `now` and overflowed (OverflowError from exp).
+    window = [to_dict(make_checkpoint(collected_at=T0 + 5 * i, kv_cache_usage_pct=10 * 1.06**i))
+              for i in range(31)]  # fmt: skip
+    for later in (0.0, 3600.0, 11 * 86_400.0, 1e9):
+        predictions = analyze(window, T0 + 150 + later)
+        assert all(0.0 <= p.probability <= 1.0 for p in predictions), later
