@@ -1,6 +1,6 @@
 """Analyse checkpoints from a file, outside the control plane: the analysis the worker runs.
 
-    python -m learning.offline checkpoints.json [--model pattern-model.bin] [--now EPOCH_S]
+    python -m learning.offline checkpoints.json [--model pattern-model.bin] [--now TIME]
     python -m learning.offline checkpoints.jsonl --replay
 
 The file holds checkpoints in the documented JSON format (agent/checkpoint.py): a JSON array,
@@ -35,7 +35,7 @@ from typing import Any
 
 from learning import hysteresis
 from learning.predict import HostAnalyzer
-from learning.window import collected_at
+from learning.window import collected_at, epoch_seconds
 
 
 class InputError(Exception):
@@ -129,7 +129,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
         by_host, left_out = read_checkpoints(text)
         model = _model(args.model)
-    except (OSError, UnicodeDecodeError, InputError) as exc:
+    except UnicodeDecodeError:
+        print(f"learning.offline: {args.file}: not text (UTF-8): no checkpoints", file=sys.stderr)
+        return 2
+    except (OSError, InputError) as exc:
         print(f"learning.offline: {exc}", file=sys.stderr)
         return 2
     if args.replay:
@@ -170,6 +173,13 @@ def _model(path: str | None) -> Any:
         raise InputError(f"{path}: {exc}") from None
 
 
+def _time(text: str) -> float:
+    t = epoch_seconds(text)
+    if math.isnan(t):
+        raise argparse.ArgumentTypeError(f"not a time (epoch seconds or ISO 8601): {text!r}")
+    return t
+
+
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m learning.offline", description=__doc__.split("\n")[0]
@@ -180,7 +190,11 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         help="a saved pattern model (`evaluate/run --save-model FILE` saves the cold-start one); "
         "without it, the detectors, forecasts and anomaly detectors only",
     )
-    p.add_argument("--now", type=float, help="analyse as of this time (epoch s)")
+    p.add_argument(
+        "--now",
+        type=_time,
+        help="analyse as of this time (epoch s, or ISO 8601: 2026-06-15T06:05Z)",
+    )
     p.add_argument("--replay", action="store_true", help="print when predictions open and close")
     return p.parse_args(argv)
 

@@ -95,6 +95,25 @@ def test_a_missing_file_or_an_unreadable_model_is_an_error(
     assert status == 2 and "model.bin" in err
 
 
+def test_now_may_be_iso_text_and_a_file_that_is_not_text_is_an_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "cps.json"
+    path.write_text(json.dumps(checkpoints("a", 0.06)))
+    _, by_epoch, _ = run([str(path), "--now", str(T0 + 600)], capsys)
+    _, by_iso, _ = run([str(path), "--now", "2026-05-28T20:36:40Z"], capsys)  # T0 + 600
+    assert json.loads(by_iso) == json.loads(by_epoch)
+    assert json.loads(by_iso)["hosts"]["a"]["now"] == T0 + 600
+    with pytest.raises(SystemExit):
+        offline.main([str(path), "--now", "soon"])
+    assert "not a time" in capsys.readouterr().err
+
+    binary = tmp_path / "model.bin"
+    binary.write_bytes(bytes(range(128, 256)))
+    status, out, err = run([str(binary)], capsys)
+    assert status == 2 and out == "" and "not text (UTF-8)" in err
+
+
 def test_it_writes_strict_json_where_a_figure_is_not_a_number() -> None:
     value = {"values": [1.5, math.nan], "band": (math.inf, -math.inf), "n": 3, "ok": True}
     assert (
