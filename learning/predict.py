@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from learning import detectors, forecast, multivariate
-from learning.anomaly import ALARM_THRESHOLD, make_detector
+from learning.anomaly import ALARM_THRESHOLD, make_detector, rarity
 from learning.prediction import (
     DEFAULT_HORIZON_S,
     RECOMMENDED_MITIGATIONS,
@@ -236,9 +236,9 @@ class HostAnalyzer:
                 evidence = Evidence(
                     f"anomaly:{metric}", f"{metric} is unusual for this host", round(score, 3)
                 )
-                beliefs.append(
-                    ("performance_degradation", _Belief(ANOMALY_WEIGHT * score, None, evidence))
-                )
+                # As likely as the event is rare: a 1-in-10^10 one counts ANOMALY_WEIGHT.
+                belief = _Belief(ANOMALY_WEIGHT * rarity(score) / 10.0, None, evidence)
+                beliefs.append(("performance_degradation", belief))
         return beliefs
 
 

@@ -4,8 +4,11 @@ import math
 import random
 import sys
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 
-from learning.anomaly import ALARM_THRESHOLD, StreamDetector, make_detector
+import pytest
+
+from learning.anomaly import ALARM_THRESHOLD, StreamDetector, make_detector, rarity
 
 T0 = 1_700_000_000.0
 MINUTE = 60.0
@@ -114,6 +117,19 @@ def test_it_never_alarms_on_quantised_or_flat_noise() -> None:
 def test_it_never_alarms_on_gaussian_noise() -> None:
     for seed in (11, 12, 13):
         assert alarms(noise(5000, seed=seed)) == []
+
+
+def test_the_alarm_line_is_the_middle_of_the_scale() -> None:
+    # A harness that cuts at 0.5, as most do, alarms at the detector's own line: an event of
+    # 1 in 10,000 for its stream. The scale runs on to 1 at 1 in 10^10.
+    assert ALARM_THRESHOLD == 0.5 and rarity(0.5) == pytest.approx(4.0)
+    assert rarity(0.0) == 0.0 and rarity(1.0) == pytest.approx(10.0)
+    grid = [i / 100 for i in range(101)]
+    assert all(rarity(a) < rarity(b) for a, b in pairwise(grid))
+
+    values = [*noise(2000), 50.0 + 12 * 2.0, *noise(500, seed=5)]
+    seen = scores(values)
+    assert seen[2000] >= 0.5 and max(seen[:2000] + seen[2001:]) < 0.5
 
 
 def test_it_alarms_on_a_clear_spike_at_once_and_then_calms_down() -> None:
