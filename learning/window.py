@@ -99,7 +99,8 @@ def _gpu_mem_pct(cp: dict[str, Any]) -> float | None:
     return None if found is None else 100.0 * found[0] / found[1]
 
 
-_HOT = frozenset(
+# NVML's clock-event reasons that slow a GPU down for heat or power (not idling or a setting).
+SLOWDOWN_REASONS = frozenset(
     {"hw_thermal_slowdown", "sw_thermal_slowdown", "hw_slowdown", "hw_power_brake_slowdown"}
 )
 
@@ -109,7 +110,7 @@ def _throttled(cp: dict[str, Any]) -> float | None:
     if not listed:
         return None
     reasons = (r for g in listed for r in _listed(g.get("throttle_reasons")))
-    return float(any(isinstance(r, str) and r in _HOT for r in reasons))
+    return float(any(isinstance(r, str) and r in SLOWDOWN_REASONS for r in reasons))
 
 
 # name -> how to read it from a checkpoint dict. Units are in the names.

@@ -6,7 +6,7 @@ from typing import Any, TypeGuard
 
 from agent.checkpoint import Checkpoint
 from agent.lifecycle import LifecycleState
-from learning.window import MAX_READING
+from learning.window import MAX_READING, SLOWDOWN_REASONS
 
 # Series drawn on the host page, in the order the charts use them.
 SERIES_KEYS = (
@@ -57,6 +57,7 @@ def summarize(cp: Checkpoint) -> dict[str, Any]:
         "mode": cp.mode,
         "startup": _startup_figures(cp),
         "machine": _machine_figures(cp),
+        "gpus": _gpu_figures(cp),
     }
     summary.update(_vllm_figures(cp))
     return summary
@@ -138,6 +139,25 @@ def _machine_figures(cp: Checkpoint) -> dict[str, Any] | None:
             for d in system.disks
         ],
     }  # fmt: skip
+
+
+def _gpu_figures(cp: Checkpoint) -> list[dict[str, Any]] | None:
+    """Return each GPU's memory, temperature, use and throttling on a host of several (which
+    GPU is full or hot); None on a host of one, whose figures are the host's."""
+    if len(cp.gpus) < 2:
+        return None
+    return [
+        {
+            "index": g.index,
+            "used_gb": _div(g.memory_used_bytes, GB),
+            "total_gb": _div(g.memory_total_bytes, GB),
+            "temperature_c": _round(g.temperature_c, 0),
+            "utilization_pct": _round(g.utilization_gpu_pct, 0),
+            "throttled": [r for r in g.throttle_reasons if r in SLOWDOWN_REASONS],
+            "lost": g.lost,
+        }
+        for g in cp.gpus
+    ]
 
 
 def _startup_figures(cp: Checkpoint) -> dict[str, Any] | None:

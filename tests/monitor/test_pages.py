@@ -245,9 +245,17 @@ def test_a_host_of_several_gpus_shows_its_fullest_gpu_and_tells_the_charts_its_c
     one = make_checkpoint(host=host.name)
     gpus = [dataclasses.replace(one.gpus[0], index=i, memory_used_bytes=used)
             for i, used in enumerate([79.2 * GIB, 72 * GIB, 72 * GIB, 72 * GIB])]  # fmt: skip
+    gpus[2] = dataclasses.replace(gpus[2], temperature_c=91.0,
+                                  throttle_reasons=["gpu_idle", "hw_thermal_slowdown"])  # fmt: skip
     target = polling.PollTarget(host_id=host.pk, name=host.name, url=host.agent_url, token="t")
     result = polling.PollResult(target=target, elapsed_s=0.01, checkpoint=replace(one, gpus=gpus))
     ingest.store_poll_results({host.pk: host}, [result], timezone.now())
 
     assert "295.2 / 320 GB (fullest GPU 99%)" in client.get(reverse("fleet")).content.decode()
-    assert 'data-gpu-count="4"' in client.get(page).content.decode()
+    html = client.get(page).content.decode()
+    assert 'data-gpu-count="4"' in html
+    # And each GPU's figures, the full one first.
+    figures = " ".join(html.split('id="gpu-figures">')[1].split("</p>")[0].split())
+    assert figures.startswith("GPUs: 0: 79.2 / 80 GB,") and figures.count(" · ") == 3
+    assert "2: 72.0 / 80 GB, 91 °C" in figures and "slowed: hw_thermal_slowdown" in figures
+    assert "gpu_idle" not in figures
