@@ -406,10 +406,10 @@ def gpu_memories(
     return [gpu_memory(cp) for cp in w.checkpoints[start:end]]
 
 
-def gpu_shares(w: Window, start: int = 0, end: int | None = None) -> np.ndarray:
-    """Return each GPU's share of its memory in use (%) at checkpoints `start` to `end`
-    (excluded) of `w`: one column per GPU, in the checkpoints' order; NaN where missing."""
-    memory = gpu_memories(w, start, end)
+def gpu_shares(w: Window) -> np.ndarray:
+    """Return each GPU's share of its memory in use (%) at each checkpoint of `w`: one column
+    per GPU, in the checkpoints' order; NaN where missing."""
+    memory = gpu_memories(w)
     used, total = padded([u for u, _ in memory]), padded([size for _, size in memory])
     with np.errstate(all="ignore"):
         shares: np.ndarray = 100.0 * used / np.where(total > 0, total, math.nan)

@@ -44,13 +44,6 @@ def _gpu(name: str) -> str:
     return _reading(f"(gpu->>'{name}')::float8")
 
 
-def _fullest(column: str) -> str:
-    """Return `column` of the GPU with the largest share of its memory in use (as
-    learning.window.fullest_gpu picks it)."""
-    return (f"(array_agg({column} ORDER BY m.used / nullif(m.total, 0) DESC) "
-            "FILTER (WHERE m.total > 0 AND m.used >= 0))[1]")  # fmt: skip
-
-
 # Each rolled-up series as SQL, computed as monitor/summary.py's `summarize` does: the chart
 # series, plus GPU temperature, utilisation and preemptions under summarize's names. They read
 # the parts of a checkpoint that _READ_CHECKPOINT takes apart: `v` (vllm), `r` (its rates),
@@ -58,8 +51,8 @@ def _fullest(column: str) -> str:
 ROLLUP_SERIES = {
     "gpu_mem_used_gb": f"g.used_bytes / {GB}",
     "gpu_mem_total_gb": f"g.total_bytes / {GB}",
-    "gpu_mem_fullest_used_gb": f"g.fullest_used_bytes / {GB}",  # the GPU that runs out first
-    "gpu_mem_fullest_total_gb": f"g.fullest_total_bytes / {GB}",
+    "gpu_mem_fullest_used_gb": f"g.fullest[1][1] / {GB}",  # the GPU that runs out first
+    "gpu_mem_fullest_total_gb": f"g.fullest[1][2] / {GB}",
     "gpu_temperature_c": "g.temperature_c",  # the hottest GPU
     "gpu_utilization_pct": "g.utilization_pct",  # the mean over GPUs
     "kv_cache_usage_pct": _reading("v.kv_cache_usage_pct"),
@@ -85,7 +78,9 @@ _READ_CHECKPOINT = (
     "generation_tokens_per_s float8, preemptions_per_s float8) "
     "CROSS JOIN LATERAL (SELECT sum(m.used) AS used_bytes, sum(m.total) AS total_bytes,"
     " max(m.temperature_c) AS temperature_c, avg(m.utilization_pct) AS utilization_pct,"
-    f" {_fullest('m.used')} AS fullest_used_bytes, {_fullest('m.total')} AS fullest_total_bytes"
+    # The fullest GPU's [used, total], by share, as learning.window.fullest_gpu picks it.
+    " (array_agg(ARRAY[m.used, m.total] ORDER BY m.used / nullif(m.total, 0) DESC)"
+    " FILTER (WHERE m.total > 0 AND m.used >= 0)) AS fullest"
     f" FROM (SELECT {_gpu('memory_used_bytes')} AS used, {_gpu('memory_total_bytes')} AS total,"
     f" {_gpu('temperature_c')} AS temperature_c, {_gpu('utilization_gpu_pct')} AS utilization_pct"
     " FROM jsonb_array_elements(d.gpus) AS gpu) m) g"
